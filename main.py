@@ -1,0 +1,510 @@
+"""Todo API: the FastAPI backend for a Next.js + Better Auth todo app.
+
+Tasks live in SQLite by default or in PostgreSQL (Neon) via DATABASE_URL; callers send a
+Better Auth JWT as `Authorization: Bearer …`. Run `uvicorn main:app`, get a local token with
+`python main.py token alice`, then try the routes at http://localhost:8000/docs.
+"""
+
+import json
+import logging
+import pathlib
+import secrets
+import select as selectors
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+import jwt
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import StrictBool, StringConstraints
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import Delete, Engine, Index, Update, delete, event, exc, insert, not_, tuple_, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import aliased
+from sqlalchemy.types import DateTime, TypeDecorator
+from sqlmodel import Field, Session, SQLModel, create_engine, select
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HERE = pathlib.Path(__file__).parent
+MAX_BODY = 64 * 1024
+MAX_INT = 2**31 - 1  # PostgreSQL `integer`: larger ids and offsets are a 422, not a database error
+ASYMMETRIC_ALGORITHMS = ["EdDSA", "ES256", "RS256", "PS256"]
+logger = logging.getLogger("uvicorn.error")
+
+
+# --- Settings ---
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=HERE / ".env", env_ignore_empty=True, extra="ignore")
+
+    database_url: str = f"sqlite:///{HERE / 'todo.db'}"
+    better_auth_secret: str | None = None
+    better_auth_url: str | None = None
+    better_auth_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    cors_origins: str = "http://localhost:3000"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def jwks_url(self) -> str | None:
+        if self.better_auth_jwks_url or not self.better_auth_url:
+            return self.better_auth_jwks_url
+        return f"{self.better_auth_url.rstrip('/')}/api/auth/jwks"
+
+    @property
+    def better_auth_origin(self) -> str | None:
+        if not self.better_auth_url:
+            return None
+        url = urlsplit(self.better_auth_url)
+        return f"{url.scheme}://{url.netloc}"
+
+
+settings = Settings()
+if not settings.is_sqlite and not (settings.better_auth_secret or settings.jwks_url):
+    sys.exit(
+        "Refusing to start: DATABASE_URL is a deployment database but neither BETTER_AUTH_SECRET"
+        " nor BETTER_AUTH_URL is set, so no token could be verified"
+    )
+
+
+# --- Models ---
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that always comes back timezone-aware in UTC (SQLite drops the offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL characters
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL)]
+Description = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)]
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: str = Field(primary_key=True)
+    created_at: datetime = Field(sa_type=UTCDateTime, sa_column_kwargs={"default": utcnow})
+
+
+class TaskBase(SQLModel):
+    title: Title
+    description: Description | None = None
+
+
+class Task(TaskBase, table=True):
+    __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_user_newest", "user_id", "created_at", "id"),)
+
+    id: int = Field(primary_key=True)
+    user_id: str = Field(foreign_key="users.id", ondelete="CASCADE")
+    completed: bool = False
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime, sa_column_kwargs={"onupdate": utcnow})
+
+
+class TaskCreate(TaskBase):
+    pass
+
+
+class TaskPublic(TaskBase):
+    id: int
+    user_id: str
+    completed: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class TaskUpdate(SQLModel):
+    # Omitted means "leave as is"; an explicit null is a 422 because defaults are not validated.
+    title: Title = None  # type: ignore[assignment]
+    description: Description | None = None
+    completed: StrictBool = None  # type: ignore[assignment]
+
+
+class TaskComplete(SQLModel):
+    completed: StrictBool
+
+
+class ErrorMessage(SQLModel):
+    detail: str
+
+
+class Health(SQLModel):
+    status: str
+    database: str
+
+
+# --- Database ---
+
+
+def enable_foreign_keys(dbapi_connection, connection_record) -> None:
+    dbapi_connection.execute("PRAGMA foreign_keys = ON")  # SQLite has them off, per connection
+
+
+def discard_closed(dbapi_connection, connection_record, connection_proxy) -> None:
+    # Cheaper than pre-ping (a round trip per request): a connection the server has closed
+    # (restart, Neon suspending compute, pooler timeout) has its goodbye or EOF waiting to be read.
+    if selectors.select([dbapi_connection], [], [], 0)[0]:
+        raise exc.DisconnectionError  # the pool replaces it and tries again
+
+
+def create_db_engine(url: str) -> Engine:
+    db_url = make_url(url)
+    if db_url.drivername in ("postgres", "postgresql"):  # the URL as Neon hands it out
+        db_url = db_url.set(drivername="postgresql+psycopg")
+    sqlite = db_url.get_backend_name() == "sqlite"
+    engine = create_engine(
+        db_url,
+        # Every request is a single statement: no BEGIN/COMMIT, two round trips saved.
+        isolation_level="AUTOCOMMIT",
+        hide_parameters=True,  # keeps users' task text out of error logs
+        connect_args={"check_same_thread": False} if sqlite else {"connect_timeout": 5},
+    )
+    if sqlite:
+        event.listen(engine, "connect", enable_foreign_keys)
+    else:
+        event.listen(engine, "checkout", discard_closed)
+    return engine
+
+
+engine = create_db_engine(settings.database_url)
+
+
+def get_session() -> Iterator[Session]:
+    with Session(engine) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+# --- Auth ---
+
+
+@cache
+def local_secret() -> str:
+    """A random HS256 secret for this checkout, so that no secret ships with the repository."""
+    path = HERE / ".dev-secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def hs256_secret() -> str | None:
+    # The local secret only ever serves the embedded SQLite setup, never a deployment.
+    return settings.better_auth_secret or (local_secret() if settings.is_sqlite else None)
+
+
+@cache
+def jwks_client(url: str) -> jwt.PyJWKClient:
+    # One client per process: it caches the key set, refetches it when an unknown `kid` shows up
+    # (at most every 10 s, so random kids cannot flood the auth server) and gives up after 5 s.
+    return jwt.PyJWKClient(url, timeout=5, cooldown_duration=10)
+
+
+def unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def verify_token(token: str) -> str:
+    """Return the user id (`sub`) of a valid token; raise 401 saying what is wrong with any other."""
+    try:
+        algorithm = jwt.get_unverified_header(token).get("alg")
+        # The key decides the algorithm, never the token: HS256 only with the shared secret,
+        # asymmetric algorithms only with a key from the JWKS.
+        if algorithm == "HS256" and (secret := hs256_secret()):
+            key, algorithms, issuer, audience = secret, ["HS256"], settings.jwt_issuer, settings.jwt_audience
+        elif algorithm in ASYMMETRIC_ALGORITHMS and settings.jwks_url:
+            key = jwks_client(settings.jwks_url).get_signing_key_from_jwt(token).key
+            algorithms = ASYMMETRIC_ALGORITHMS
+            issuer = settings.jwt_issuer or settings.better_auth_origin
+            audience = settings.jwt_audience or settings.better_auth_origin
+        else:
+            raise unauthorized(f"Tokens signed with {algorithm} are not accepted here")
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms,
+            issuer=issuer,
+            audience=audience,
+            leeway=30,
+            options={"require": ["exp", "sub"], "verify_aud": audience is not None},
+        )
+    except jwt.PyJWKClientConnectionError:
+        raise HTTPException(503, "Cannot verify the token: the auth server's keys are unavailable") from None
+    except jwt.PyJWTError as error:
+        raise unauthorized(f"Invalid token: {error}") from None
+    if not claims["sub"]:
+        raise unauthorized("Invalid token: empty subject")
+    return claims["sub"]
+
+
+bearer = HTTPBearer(auto_error=False, description="A Better Auth JWT, or one from `python main.py token <user>`")
+
+
+def get_current_user(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> str:
+    if credentials is None:
+        raise unauthorized("Not authenticated: send 'Authorization: Bearer <token>'")
+    request.state.user = verify_token(credentials.credentials)
+    return request.state.user
+
+
+CurrentUser = Annotated[str, Depends(get_current_user)]
+
+
+def check_path_user(user_id: Annotated[str, Path(description="Must be the caller's id")], caller: CurrentUser) -> None:
+    """The hackathon's `/api/{user_id}/tasks` shape: the path must name the caller."""
+    if user_id != caller:
+        raise HTTPException(403, "The user id in the path is not yours")
+
+
+def create_token(user_id: str, lifetime: timedelta = timedelta(days=1)) -> str:
+    """An HS256 token this configuration accepts, for curl and the Authorize button in /docs."""
+    secret = hs256_secret()
+    if secret is None:
+        sys.exit("No HS256 secret is configured: get a token from your Better Auth frontend instead")
+    claims = {"sub": user_id, "iat": utcnow(), "exp": utcnow() + lifetime}
+    claims |= {"iss": settings.jwt_issuer, "aud": settings.jwt_audience}
+    return jwt.encode({k: v for k, v in claims.items() if v is not None}, secret, algorithm="HS256")
+
+
+# --- App ---
+
+
+def accepted_tokens() -> str:
+    kinds = []
+    if settings.better_auth_secret:
+        kinds.append("HS256 (BETTER_AUTH_SECRET)")
+    elif settings.is_sqlite:
+        kinds.append("HS256 (local secret in .dev-secret; `python main.py token <user>` makes one)")
+    if settings.jwks_url:
+        kinds.append(f"{'/'.join(ASYMMETRIC_ALGORITHMS)} (keys from {settings.jwks_url})")
+    return ", ".join(kinds)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    SQLModel.metadata.create_all(engine)
+    logger.info("Database: %s", engine.url.render_as_string(hide_password=True))
+    logger.info("Accepting tokens: %s", accepted_tokens())
+    yield
+
+
+def limit_body(app: ASGIApp) -> ASGIApp:
+    """Answer 413 to a request body over MAX_BODY bytes, whether announced or streamed (chunked)."""
+    too_large = f"Request body is larger than {MAX_BODY} bytes"
+
+    async def limited_app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY:
+            return await JSONResponse({"detail": too_large}, 413)(scope, receive, send)
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY:
+                raise HTTPException(413, too_large)
+            return message
+
+        await app(scope, limited_receive, send)
+
+    return limited_app
+
+
+app = FastAPI(title="Todo API", version="1.0.0", lifespan=lifespan)
+app.add_middleware(limit_body)
+app.add_middleware(
+    CORSMiddleware,
+    allow_origins=[origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()],
+    allow_credentials=True,
+    allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+    allow_headers=["Authorization", "Content-Type"],
+    expose_headers=["Location"],
+)
+
+
+@app.exception_handler(RequestValidationError)
+async def validation_failed(request: Request, error: RequestValidationError) -> Response:
+    # ASCII-escaped: the echoed input may hold a lone surrogate, which UTF-8 cannot encode.
+    return Response(json.dumps({"detail": jsonable_encoder(error.errors())}), 422, media_type="application/json")
+
+
+@app.exception_handler(exc.OperationalError)
+@app.exception_handler(exc.TimeoutError)
+async def database_unavailable(request: Request, error: Exception) -> Response:
+    logger.warning("Database unavailable: %s", getattr(error, "orig", error))
+    return JSONResponse({"detail": "Database unavailable, try again shortly"}, 503)
+
+
+@app.exception_handler(Exception)
+async def unexpected_error(request: Request, error: Exception) -> Response:
+    return JSONResponse({"detail": "Internal server error"}, 500)
+
+
+def error_responses(*codes: int) -> dict[int | str, dict]:
+    descriptions = {
+        401: "Missing or invalid token",
+        403: "Not your task, or not your user id in the path",
+        404: "Task not found",
+        413: "Request body over 64 KiB",
+        503: "Database or auth server unavailable",
+    }
+    return {code: {"model": ErrorMessage, "description": descriptions[code]} for code in codes}
+
+
+# --- Routes ---
+
+
+def get_owned_task(session: Session, task_id: int, user_id: str) -> Task:
+    """The ownership rule, in one place: 404 if the task does not exist, 403 if it is not yours."""
+    task = session.get(Task, task_id)
+    if task is None:
+        raise HTTPException(404, "Task not found")
+    if task.user_id != user_id:
+        raise HTTPException(403, "You do not own this task")
+    return task
+
+
+def write_owned_task(session: Session, task_id: int, user_id: str, statement: Update | Delete) -> Task:
+    """Run an UPDATE or DELETE on the caller's task in one round trip; 404 or 403 if it is not theirs."""
+    owned = statement.where(Task.id == task_id, Task.user_id == user_id).returning(Task)
+    task = session.exec(owned).scalar_one_or_none()
+    return task or get_owned_task(session, task_id, user_id)
+
+
+TaskId = Annotated[int, Path(ge=1, le=MAX_INT)]
+router = APIRouter(responses=error_responses(401, 503))
+item_errors = error_responses(403, 404)
+
+
+@router.get("")
+def list_tasks(
+    user_id: CurrentUser,
+    session: SessionDep,
+    status: Literal["all", "pending", "completed"] = "all",
+    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
+    starting_after: Annotated[
+        int | None, Query(ge=1, le=MAX_INT, description="Id of the last task of the previous page")
+    ] = None,
+) -> list[TaskPublic]:
+    """List your tasks, newest first."""
+    statement = select(Task).where(Task.user_id == user_id)
+    if status != "all":
+        statement = statement.where(Task.completed == (status == "completed"))
+    if starting_after is not None:
+        # Keyset paging: a page deep in a long list costs what the first page costs.
+        cursor = aliased(Task)
+        position = select(cursor.created_at, cursor.id).where(cursor.id == starting_after, cursor.user_id == user_id)
+        statement = statement.where(tuple_(Task.created_at, Task.id) < position.scalar_subquery())
+    statement = statement.order_by(Task.created_at.desc(), Task.id.desc()).offset(offset).limit(limit)
+    tasks = session.exec(statement).all()
+    if starting_after is not None and not tasks:
+        get_owned_task(session, starting_after, user_id)  # an unknown cursor is a 404, not an empty page
+    return tasks
+
+
+@router.post("", status_code=201, responses=error_responses(413))
+def create_task(
+    task_in: TaskCreate, user_id: CurrentUser, session: SessionDep, request: Request, response: Response
+) -> TaskPublic:
+    """Create a task."""
+    now = utcnow()
+    new_task = insert(Task).values(**task_in.model_dump(), user_id=user_id, created_at=now, updated_at=now)
+    try:
+        task = session.exec(new_task.returning(Task)).scalar_one()
+    except exc.IntegrityError:  # the caller's first write: their users row does not exist yet
+        with suppress(exc.IntegrityError):  # unless a concurrent request has just added it
+            session.exec(insert(User).values(id=user_id))
+        task = session.exec(new_task.returning(Task)).scalar_one()
+    response.headers["Location"] = f"{request.url.path}/{task.id}"
+    return task
+
+
+@router.get("/{task_id}", responses=item_errors)
+def get_task(task_id: TaskId, user_id: CurrentUser, session: SessionDep) -> TaskPublic:
+    """Get one of your tasks."""
+    return get_owned_task(session, task_id, user_id)
+
+
+@router.put("/{task_id}", responses=item_errors | error_responses(413))
+def update_task(task_id: TaskId, task_in: TaskUpdate, user_id: CurrentUser, session: SessionDep) -> TaskPublic:
+    """Change any of a task's title, description and completed flag."""
+    changes = task_in.model_dump(exclude_unset=True)
+    if not changes:
+        return get_owned_task(session, task_id, user_id)
+    return write_owned_task(session, task_id, user_id, update(Task).values(**changes))
+
+
+@router.delete("/{task_id}", status_code=204, responses=item_errors)
+def delete_task(task_id: TaskId, user_id: CurrentUser, session: SessionDep) -> None:
+    """Delete a task."""
+    write_owned_task(session, task_id, user_id, delete(Task))
+
+
+@router.patch("/{task_id}/complete", responses=item_errors | error_responses(413))
+def complete_task(
+    task_id: TaskId, user_id: CurrentUser, session: SessionDep, task_in: TaskComplete | None = None
+) -> TaskPublic:
+    """Toggle a task's completed flag, or set it with `{"completed": true|false}`."""
+    completed = not_(Task.completed) if task_in is None else task_in.completed
+    return write_owned_task(session, task_id, user_id, update(Task).values(completed=completed))
+
+
+app.include_router(router, prefix="/api/tasks", tags=["tasks"])
+app.include_router(
+    router,
+    prefix="/api/{user_id}/tasks",
+    tags=["tasks under a user id"],
+    dependencies=[Depends(check_path_user)],
+    responses=error_responses(403),
+)
+
+
+@app.get("/health", responses=error_responses(503))
+def health(session: SessionDep) -> Health:
+    """Liveness and database reachability; no token needed."""
+    session.exec(select(1))
+    return Health(status="ok", database="ok")
+
+
+if __name__ == "__main__":
+    match sys.argv[1:]:
+        case ["token", user_id]:
+            print(create_token(user_id))
+        case _:
+            sys.exit("usage: python main.py token <user_id>")
