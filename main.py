@@ -243,7 +243,7 @@ def verify_token(token: str) -> str:
         if algorithm == "HS256" and (secret := hs256_secret()):
             key, algorithms, issuer, audience = secret, ["HS256"], settings.jwt_issuer, settings.jwt_audience
         elif algorithm in ASYMMETRIC_ALGORITHMS and settings.jwks_url:
-            key = jwks_client(settings.jwks_url).get_signing_key_from_jwt(token).key
+            key = jwks_client(settings.jwks_url).get_signing_key_from_jwt(token)  # bound to the key's `alg`
             algorithms = ASYMMETRIC_ALGORITHMS
             issuer = settings.jwt_issuer or settings.better_auth_origin
             audience = settings.jwt_audience or settings.better_auth_origin
