@@ -536,6 +536,8 @@ def public_pem(kid, jwks) -> bytes:
     [
         (lambda jwks, kid: jwks.token(kid, iss="https://evil.example"), "Invalid issuer"),
         (lambda jwks, kid: jwks.token(kid, aud="https://evil.example"), "Audience doesn't match"),
+        (lambda jwks, kid: jwks.token(kid, iss=None), 'missing the "iss" claim'),
+        (lambda jwks, kid: jwks.token(kid, aud=None), 'missing the "aud" claim'),
         (lambda jwks, kid: jwks.token(kid, exp=expired()), "Signature has expired"),
         (lambda jwks, kid: jwks.token(kid, user_id=None), 'missing the "sub" claim'),
         (lambda jwks, kid: jwks.token(kid)[:-4] + "AAAA", "Signature verification failed"),
@@ -544,7 +546,19 @@ def public_pem(kid, jwks) -> bytes:
         (lambda jwks, kid: unsigned_token(), "none are not accepted"),
         (lambda jwks, kid: make_token(headers={"kid": kid}), "HS256 are not accepted"),
     ],
-    ids=["wrong-iss", "wrong-aud", "expired", "no-sub", "tampered", "hs256-public-pem", "hs256-jwk", "none", "hs256"],
+    ids=[
+        "wrong-iss",
+        "wrong-aud",
+        "no-iss",
+        "no-aud",
+        "expired",
+        "no-sub",
+        "tampered",
+        "hs256-public-pem",
+        "hs256-jwk",
+        "none",
+        "hs256",
+    ],
 )
 def test_bad_jwks_tokens_are_401_saying_why(client, jwks, token, reason):
     kid = jwks.add_key("RS256")
