@@ -1,29 +1,133 @@
-"""Benchmark: round trips, latency and throughput of each operation against PostgreSQL.
+"""Benchmark: round trips, latency and throughput of every operation, against a textbook baseline.
 
-    python bench.py                        # local PostgreSQL, 10 ms of added round-trip latency
-    python bench.py --latency-ms 0 --seconds 5 --table-sizes 1000,1000000
+    python bench.py                     # local PostgreSQL, 10 ms added round-trip time, 5 s per operation
+    python bench.py --smoke             # a few seconds in all (CI)
 
-Starts main.py and a textbook SQLModel app ("naive") under uvicorn, each reaching the database
-through a TCP proxy run here that adds latency and counts round trips at the wire.
+Runs main.py and "naive" (the SQLModel tutorial's way: a transaction per request, get-modify-commit-
+refresh, no auth) under uvicorn, one worker each, in a database of its own on the server named by
+--database-url. Round trips are counted at the wire by a TCP proxy it runs in a child process: one
+is each burst the client sends after the server has answered. The proxy also adds --rtt-ms to each,
+as a remote database (Neon) would. Throughput and the scale checks go straight to the database.
 """
 
+import argparse
 import asyncio
+import http.client
+import itertools
+import json
+import multiprocessing
+import os
+import secrets
+import socket
+import subprocess
+import sys
 import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Annotated
+
+import jwt
+import psycopg
+from fastapi import Depends, FastAPI, HTTPException
+from sqlalchemy.engine import make_url
+from sqlmodel import Session, create_engine, select
+
+from main import Task, TaskCreate, TaskPublic, TaskUpdate, settings
+
+# --- The naive baseline ---
+
+
+@cache
+def naive_engine():
+    return create_engine(make_url(settings.database_url).set(drivername="postgresql+psycopg"))
+
+
+def naive_session() -> Iterator[Session]:
+    with Session(naive_engine()) as session:
+        yield session
+
+
+NaiveSession = Annotated[Session, Depends(naive_session)]
+naive = FastAPI()
+
+
+def naive_owned(session: Session, user_id: str, task_id: int) -> Task:
+    task = session.get(Task, task_id)
+    if task is None or task.user_id != user_id:
+        raise HTTPException(404)
+    return task
+
+
+@naive.get("/{user_id}/tasks")
+def naive_list(user_id: str, session: NaiveSession, limit: int = 20) -> list[TaskPublic]:
+    query = select(Task).where(Task.user_id == user_id).order_by(Task.created_at.desc(), Task.id.desc())
+    return session.exec(query.limit(limit)).all()
+
+
+@naive.post("/{user_id}/tasks", status_code=201)
+def naive_create(user_id: str, task_in: TaskCreate, session: NaiveSession) -> TaskPublic:
+    now = datetime.now(UTC)
+    task = Task.model_validate(task_in, update={"user_id": user_id, "created_at": now, "updated_at": now})
+    session.add(task)
+    session.commit()
+    session.refresh(task)
+    return task
+
+
+@naive.get("/{user_id}/tasks/{task_id}")
+def naive_get(user_id: str, task_id: int, session: NaiveSession) -> TaskPublic:
+    return naive_owned(session, user_id, task_id)
+
+
+@naive.put("/{user_id}/tasks/{task_id}")
+def naive_update(user_id: str, task_id: int, task_in: TaskUpdate, session: NaiveSession) -> TaskPublic:
+    task = naive_owned(session, user_id, task_id)
+    task.sqlmodel_update(task_in.model_dump(exclude_unset=True) | {"updated_at": datetime.now(UTC)})
+    session.add(task)
+    session.commit()
+    session.refresh(task)
+    return task
+
+
+@naive.delete("/{user_id}/tasks/{task_id}", status_code=204)
+def naive_delete(user_id: str, task_id: int, session: NaiveSession) -> None:
+    session.delete(naive_owned(session, user_id, task_id))
+    session.commit()
+
+
+@naive.patch("/{user_id}/tasks/{task_id}/complete")
+def naive_toggle(user_id: str, task_id: int, session: NaiveSession) -> TaskPublic:
+    task = naive_owned(session, user_id, task_id)
+    task.completed = not task.completed
+    task.updated_at = datetime.now(UTC)
+    session.add(task)
+    session.commit()
+    session.refresh(task)
+    return task
+
+
+# --- The proxy ---
 
 
 class Proxy:
-    """A TCP proxy on loopback that delays every chunk by `latency` seconds each way,
-    counts round trips (a client flight that follows a server answer) and can be cut."""
+    """A TCP proxy on loopback that delays every chunk by `delay` seconds each way, counts round
+    trips (a burst from the client that follows an answer from the server), and can be cut."""
 
-    def __init__(self, target_host: str, target_port: int, latency: float = 0.0) -> None:
+    def __init__(self, target_host: str, target_port: int, delay: float = 0.0, counter=None) -> None:
         self.target = (target_host, target_port)
-        self.latency = latency
-        self.round_trips = 0
-        self.loop = asyncio.new_event_loop()
+        self.delay = delay
+        self.counter = counter if counter is not None else multiprocessing.Value("q", 0, lock=False)
         self.connections: set[asyncio.StreamWriter] = set()
+        self.loop = asyncio.new_event_loop()
         self.server = self.loop.run_until_complete(asyncio.start_server(self.handle, "127.0.0.1", 0))
         self.port = self.server.sockets[0].getsockname()[1]
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    @property
+    def round_trips(self) -> int:
+        return self.counter.value
 
     async def handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
@@ -38,19 +142,16 @@ class Proxy:
             nonlocal awaiting_answer
             while data := await reader.read(65536):
                 if from_client and not awaiting_answer:
-                    self.round_trips += 1
+                    self.counter.value += 1
                 awaiting_answer = from_client
-                self.loop.call_later(self.latency, writer.write, data)
-            await asyncio.sleep(self.latency)
+                self.loop.call_later(self.delay, writer.write, data)
+            await asyncio.sleep(self.delay)
             writer.close()
 
         await asyncio.gather(
             pump(client_reader, server_writer, True), pump(server_reader, client_writer, False), return_exceptions=True
         )
         self.connections -= {client_writer, server_writer}
-
-    def _call(self, function) -> None:
-        asyncio.run_coroutine_threadsafe(function(), self.loop).result()
 
     def cut(self) -> None:
         """Close every connection and refuse new ones, as if the database had gone away."""
@@ -60,10 +161,258 @@ class Proxy:
             for writer in list(self.connections):
                 writer.transport.abort()
 
-        self._call(cut)
+        asyncio.run_coroutine_threadsafe(cut(), self.loop).result()
 
     def restore(self) -> None:
         async def restore() -> None:
             self.server = await asyncio.start_server(self.handle, "127.0.0.1", self.port)
 
-        self._call(restore)
+        asyncio.run_coroutine_threadsafe(restore(), self.loop).result()
+
+
+def proxy_process(target_host: str, target_port: int, delay: float) -> tuple[int, multiprocessing.Value]:
+    """A Proxy in a child process, so that its work does not slow the benchmark's clients."""
+    counter = multiprocessing.Value("q", 0, lock=False)
+    port = multiprocessing.Value("i", 0)
+    started = multiprocessing.Event()
+
+    def run() -> None:
+        port.value = Proxy(target_host, target_port, delay, counter).port
+        started.set()
+        threading.Event().wait()
+
+    multiprocessing.Process(target=run, daemon=True).start()
+    started.wait()
+    return port.value, counter
+
+
+# --- Servers, data and load ---
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(app: str, database_url: str, secret: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = os.environ | {"DATABASE_URL": database_url, "BETTER_AUTH_SECRET": secret}
+    command = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    server = subprocess.Popen(command, env=env)
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return server, port
+        time.sleep(0.1)
+    raise RuntimeError(f"{app} did not start")
+
+
+def seed(database: str, user_id: str, count: int) -> list[int]:
+    """`count` tasks for `user_id`, one millisecond apart; their ids, newest first."""
+    with psycopg.connect(database, autocommit=True) as connection:
+        connection.execute("INSERT INTO users (id, created_at) VALUES (%s, now()) ON CONFLICT DO NOTHING", [user_id])
+        rows = connection.execute(
+            """INSERT INTO tasks (user_id, title, completed, created_at, updated_at)
+               SELECT %s, 'task ' || n, n %% 2 = 0, now() - n * interval '1 ms', now() - n * interval '1 ms'
+               FROM generate_series(1, %s) AS n RETURNING id""",
+            [user_id, count],
+        ).fetchall()
+        connection.execute("ANALYZE tasks")
+    return sorted((row[0] for row in rows), reverse=True)
+
+
+def fill_table(database: str, rows: int) -> None:
+    """Grow `tasks` to `rows` rows with other users' tasks (1,000 users)."""
+    with psycopg.connect(database, autocommit=True) as connection:
+        missing = rows - connection.execute("SELECT count(*) FROM tasks").fetchone()[0]
+        connection.execute(
+            "INSERT INTO users (id, created_at) SELECT 'filler-' || n, now() FROM generate_series(0, 999) AS n"
+            " ON CONFLICT DO NOTHING"
+        )
+        connection.execute(
+            """INSERT INTO tasks (user_id, title, completed, created_at, updated_at)
+               SELECT 'filler-' || n %% 1000, 'filler', false, now() - n * interval '1 s', now() - n * interval '1 s'
+               FROM generate_series(1, %s) AS n""",
+            [max(missing, 0)],
+        )
+        connection.execute("VACUUM ANALYZE tasks")
+
+
+def explain(database: str, query: str) -> str:
+    with psycopg.connect(database, autocommit=True) as connection:
+        return "\n".join(row[0] for row in connection.execute("EXPLAIN (ANALYZE, COSTS OFF) " + query))
+
+
+Request = tuple[str, str, dict | None]  # method, path, JSON body
+
+
+def load(port: int, requests: Callable[[int], Iterator[Request]], seconds: float, clients: int) -> dict:
+    """`clients` threads on keep-alive connections send requests for `seconds`; latency and rate."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    deadline = time.perf_counter() + seconds
+
+    def client(number: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port)
+        for method, path, body in requests(number):
+            if time.perf_counter() > deadline:
+                break
+            started = time.perf_counter()
+            try:
+                connection.request(method, path, json.dumps(body) if body else None, headers(body))
+                response = connection.getresponse()
+                response.read()
+            except OSError as error:
+                errors.append(f"{method} {path}: {error!r}")
+                break
+            latencies.append(time.perf_counter() - started)
+            if response.status >= 400:
+                errors.append(f"{method} {path}: {response.status}")
+        connection.close()
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed requests, e.g. {errors[0]}")
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "p50": latencies[len(latencies) // 2] * 1000,
+        "p99": latencies[int(len(latencies) * 0.99)] * 1000,
+        "rate": len(latencies) / elapsed,
+    }
+
+
+headers_for: dict[str, str] = {}
+
+
+def headers(body: dict | None) -> dict[str, str]:
+    return headers_for | ({"Content-Type": "application/json"} if body else {})
+
+
+def operations(prefix: str, ids: list[int], doomed: list[int], clients: int) -> dict:
+    """Each operation's endless stream of requests; client n works on its own tasks (no row contention)."""
+    doomed_ids = iter(doomed)
+    lock = threading.Lock()
+
+    def own(n: int) -> Iterator[int]:
+        return itertools.cycle(ids[n::clients])
+
+    def next_doomed() -> int:
+        with lock:
+            return next(doomed_ids)
+
+    return {
+        "get": lambda n: (("GET", f"{prefix}/{i}", None) for i in own(n)),
+        "list 20": lambda n: itertools.repeat(("GET", f"{prefix}?limit=20", None)),
+        "create": lambda n: (("POST", prefix, {"title": f"new {k}"}) for k in itertools.count()),
+        "update": lambda n: (("PUT", f"{prefix}/{i}", {"title": f"renamed {i}"}) for i in own(n)),
+        "toggle": lambda n: (("PATCH", f"{prefix}/{i}/complete", None) for i in own(n)),
+        "delete": lambda n: (("DELETE", f"{prefix}/{next_doomed()}", None) for _ in itertools.count()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--rtt-ms", type=float, default=10.0, help="round-trip time the proxy adds")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per operation and app")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent keep-alive clients")
+    parser.add_argument("--table-sizes", default="1000,1000000")
+    parser.add_argument("--deep-user-tasks", type=int, default=100_000)
+    parser.add_argument("--smoke", action="store_true", help="a few seconds in all, for CI")
+    args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.table_sizes, args.deep_user_tasks = 0.3, "1000,5000", 2000
+
+    server_url = make_url(args.database_url).set(drivername="postgresql")
+    with psycopg.connect(server_url.render_as_string(hide_password=False), autocommit=True) as connection:
+        connection.execute("DROP DATABASE IF EXISTS todo_bench WITH (FORCE)")
+        connection.execute("CREATE DATABASE todo_bench")
+    database = server_url.set(database="todo_bench").render_as_string(hide_password=False)
+    secret = secrets.token_urlsafe(32)
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    headers_for["Authorization"] = "Bearer " + jwt.encode({"sub": "bench", "exp": expires}, secret, "HS256")
+
+    proxy_port, round_trips = proxy_process(server_url.host, server_url.port or 5432, args.rtt_ms / 2000)
+    proxied = server_url.set(host="127.0.0.1", port=proxy_port, database="todo_bench")
+    proxied = proxied.render_as_string(hide_password=False)
+    servers = {
+        "ours": start_server("main:app", proxied, secret),
+        "naive": start_server("bench:naive", proxied, secret),
+        "ours direct": start_server("main:app", database, secret),
+        "naive direct": start_server("bench:naive", database, secret),
+    }
+    prefixes = {"ours": "/api/tasks", "naive": "/bench/tasks"}
+    try:
+        ids = seed(database, "bench", 1000)
+        results: dict[str, dict[str, dict]] = {}
+        for app in ["ours", "naive"]:
+            doomed = seed(database, "bench", 50_000 if not args.smoke else 2000)
+            port = servers[app][1]
+            load(port, operations(prefixes[app], ids, doomed, args.clients)["get"], 0.5, args.clients)  # warm up
+            for name, requests in operations(prefixes[app], ids, doomed, args.clients).items():
+                before = round_trips.value
+                result = load(port, requests, args.seconds, args.clients)
+                result["round trips"] = (round_trips.value - before) / result["requests"]
+                results.setdefault(name, {})[app] = result
+
+        print(f"\nThrough the proxy: +{args.rtt_ms:g} ms per round trip, {args.clients} clients, {args.seconds:g} s each")
+        print(f"{'operation':10} {'':>6} {'round trips':>12} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
+        for name, by_app in results.items():
+            for app, r in by_app.items():
+                print(
+                    f"{name if app == 'ours' else '':10} {app:>6} {r['round trips']:12.2f}"
+                    f" {r['p50']:8.1f} {r['p99']:8.1f} {r['rate']:8.0f}"
+                )
+
+        print(f"\nStraight to PostgreSQL, GET one task, {args.clients * 2} clients, {args.seconds:g} s each")
+        for app in ["ours direct", "naive direct"]:
+            prefix = prefixes[app.split()[0]]
+            r = load(servers[app][1], operations(prefix, ids, [], args.clients * 2)["get"], args.seconds, args.clients * 2)
+            auth = "with a token" if app.startswith("ours") else "no auth"
+            print(f"{app:13} ({auth:12}) p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  {r['rate']:7.0f} req/s")
+
+        port = servers["ours direct"][1]
+        list_user = "/api/tasks?limit=20"
+        print("\nList 20 of a user's 100 tasks as the table grows (straight to PostgreSQL, 1 client)")
+        headers_for["Authorization"] = "Bearer " + jwt.encode({"sub": "scale", "exp": expires}, secret, "HS256")
+        seed(database, "scale", 100)
+        for size in [int(size) for size in args.table_sizes.split(",")]:
+            fill_table(database, size)
+            r = load(port, lambda n: itertools.repeat(("GET", list_user, None)), max(args.seconds, 1), 1)
+            print(f"  {size:>9,} tasks in the table: p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms")
+        query = "SELECT * FROM tasks WHERE user_id = 'scale' ORDER BY created_at DESC, id DESC LIMIT 20"
+        print("  plan:\n    " + explain(database, query).replace("\n", "\n    "))
+
+        deep = args.deep_user_tasks
+        print(f"\nPaging through a user with {deep:,} tasks, 20 a page (straight to PostgreSQL, 1 client)")
+        headers_for["Authorization"] = "Bearer " + jwt.encode({"sub": "deep", "exp": expires}, secret, "HS256")
+        deep_ids = seed(database, "deep", deep)
+        pages = {
+            "first page": "/api/tasks?limit=20",
+            "last page, starting_after": f"/api/tasks?limit=20&starting_after={deep_ids[-21]}",
+            "last page, offset": f"/api/tasks?limit=20&offset={deep - 20}",
+        }
+        for label, path in pages.items():
+            r = load(port, lambda n, path=path: itertools.repeat(("GET", path, None)), max(args.seconds, 1), 1)
+            print(f"  {label:26} p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms")
+        query = (
+            "SELECT * FROM tasks WHERE user_id = 'deep' AND (created_at, id) < "
+            f"(SELECT created_at, id FROM tasks WHERE id = {deep_ids[-21]}) ORDER BY created_at DESC, id DESC LIMIT 20"
+        )
+        print("  plan (starting_after):\n    " + explain(database, query).replace("\n", "\n    "))
+    finally:
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -122,7 +122,7 @@ class Task(TaskBase, table=True):
     __tablename__ = "tasks"
     __table_args__ = (Index("ix_tasks_user_newest", "user_id", "created_at", "id"),)
 
-    id: int = Field(primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     user_id: str = Field(foreign_key="users.id", ondelete="CASCADE")
     completed: bool = False
     created_at: datetime = Field(sa_type=UTCDateTime)
