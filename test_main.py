@@ -75,6 +75,7 @@ def configured(engine, monkeypatch):
     }
     for name, value in known.items():
         monkeypatch.setattr(main.settings, name, value)
+    main.verified_claims.cache_clear()  # tokens verified under another test's configuration
     SQLModel.metadata.create_all(engine)
     yield
     with Session(engine) as session:
@@ -507,6 +508,15 @@ def test_bad_hs256_tokens_are_401_saying_why(client, token, reason):
     assert r.headers["WWW-Authenticate"] == "Bearer"
 
 
+def test_a_token_seen_before_still_expires(client, monkeypatch):
+    token = make_token(exp=datetime.now(UTC) + timedelta(minutes=1))
+    assert get_tasks(client, token).status_code == 200
+    monkeypatch.setattr(main, "time", SimpleNamespace(time=lambda: time.time() + 120))
+    r = get_tasks(client, token)
+    assert r.status_code == 401, r.text
+    assert "Signature has expired" in r.json()["detail"]
+
+
 def test_a_little_clock_skew_is_tolerated(client):
     assert get_tasks(client, make_token(exp=datetime.now(UTC) - timedelta(seconds=5))).status_code == 200
 
@@ -881,6 +891,7 @@ def test_local_secret_serves_sqlite_only(client, monkeypatch, tmp_path):
     assert (tmp_path / ".dev-secret").stat().st_mode & 0o077 == 0
     monkeypatch.setattr(main.settings, "database_url", "postgresql://db.example/todo")
     monkeypatch.setattr(main.settings, "better_auth_url", "http://127.0.0.1:9")
+    main.verified_claims.cache_clear()  # as in a new process with that configuration
     assert get_tasks(client, token).status_code == 401
     main.local_secret.cache_clear()
 
