@@ -19,11 +19,13 @@ import multiprocessing
 import os
 import secrets
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Annotated
@@ -32,7 +34,7 @@ import jwt
 import psycopg
 from fastapi import Depends, FastAPI, HTTPException
 from sqlalchemy.engine import make_url
-from sqlmodel import Session, create_engine, select
+from sqlmodel import Session, SQLModel, create_engine, select
 
 from main import Task, TaskCreate, TaskPublic, TaskUpdate, settings
 
@@ -123,7 +125,8 @@ class Proxy:
         self.loop = asyncio.new_event_loop()
         self.server = self.loop.run_until_complete(asyncio.start_server(self.handle, "127.0.0.1", 0))
         self.port = self.server.sockets[0].getsockname()[1]
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
 
     @property
     def round_trips(self) -> int:
@@ -148,10 +151,16 @@ class Proxy:
             await asyncio.sleep(self.delay)
             writer.close()
 
-        await asyncio.gather(
-            pump(client_reader, server_writer, True), pump(server_reader, client_writer, False), return_exceptions=True
-        )
-        self.connections -= {client_writer, server_writer}
+        try:
+            await asyncio.gather(
+                pump(client_reader, server_writer, True),
+                pump(server_reader, client_writer, False),
+                return_exceptions=True,
+            )
+        finally:
+            client_writer.close()
+            server_writer.close()
+            self.connections -= {client_writer, server_writer}
 
     def cut(self) -> None:
         """Close every connection and refuse new ones, as if the database had gone away."""
@@ -168,6 +177,17 @@ class Proxy:
             self.server = await asyncio.start_server(self.handle, "127.0.0.1", self.port)
 
         asyncio.run_coroutine_threadsafe(restore(), self.loop).result()
+
+    def close(self) -> None:
+        async def close() -> None:
+            self.server.close()
+            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+                task.cancel()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
 
 
 def proxy_process(target_host: str, target_port: int, delay: float) -> tuple[int, multiprocessing.Value]:
@@ -186,7 +206,7 @@ def proxy_process(target_host: str, target_port: int, delay: float) -> tuple[int
     return port.value, counter
 
 
-# --- Servers, data and load ---
+# --- Servers and data ---
 
 
 def free_port() -> int:
@@ -195,17 +215,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(app: str, database_url: str, secret: str) -> tuple[subprocess.Popen, int]:
+@contextmanager
+def server(app: str, database_url: str, secret: str) -> Iterator[int]:
+    """`app` under uvicorn, one worker; yields its port."""
     port = free_port()
     env = os.environ | {"DATABASE_URL": database_url, "BETTER_AUTH_SECRET": secret}
     command = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning", "--no-access-log"]
-    server = subprocess.Popen(command, env=env)
-    for _ in range(100):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return server, port
-        time.sleep(0.1)
-    raise RuntimeError(f"{app} did not start")
+    process = subprocess.Popen(command, env=env)
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"{app} did not start")
+        yield port
+    finally:
+        process.terminate()
+        process.wait()
 
 
 def seed(database: str, user_id: str, count: int) -> list[int]:
@@ -241,63 +269,88 @@ def fill_table(database: str, rows: int) -> None:
 
 def explain(database: str, query: str) -> str:
     with psycopg.connect(database, autocommit=True) as connection:
-        return "\n".join(row[0] for row in connection.execute("EXPLAIN (ANALYZE, COSTS OFF) " + query))
+        plan = connection.execute("EXPLAIN (ANALYZE, COSTS OFF) " + query)
+        return "\n".join("    " + row[0] for row in plan)
 
 
-Request = tuple[str, str, dict | None]  # method, path, JSON body
+# --- Load ---
 
 
-def load(port: int, requests: Callable[[int], Iterator[Request]], seconds: float, clients: int) -> dict:
-    """`clients` threads on keep-alive connections send requests for `seconds`; latency and rate."""
-    latencies: list[float] = []
-    errors: list[str] = []
+class Client:
+    """One keep-alive connection, as one user; remembers how long each request took."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.latencies: list[float] = []
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
+        started = time.perf_counter()
+        self.connection.request(method, path, json.dumps(body) if body else None, self.headers)
+        response = self.connection.getresponse()
+        data = response.read()
+        self.latencies.append(time.perf_counter() - started)
+        return response.status, json.loads(data) if data else None
+
+
+def token(secret: str, user_id: str) -> str:
+    return jwt.encode({"sub": user_id, "exp": datetime.now(UTC) + timedelta(hours=1)}, secret, "HS256")
+
+
+def run_clients(clients: list[Client], work: Callable[[int, Client, float], None], seconds: float) -> dict:
+    """Each client runs `work(number, client, deadline)` in its own thread; latency percentiles and rate."""
     deadline = time.perf_counter() + seconds
+    failures: list[BaseException] = []
 
-    def client(number: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port)
-        for method, path, body in requests(number):
-            if time.perf_counter() > deadline:
-                break
-            started = time.perf_counter()
-            try:
-                connection.request(method, path, json.dumps(body) if body else None, headers(body))
-                response = connection.getresponse()
-                response.read()
-            except OSError as error:
-                errors.append(f"{method} {path}: {error!r}")
-                break
-            latencies.append(time.perf_counter() - started)
-            if response.status >= 400:
-                errors.append(f"{method} {path}: {response.status}")
-        connection.close()
+    def run(number: int, client: Client) -> None:
+        try:
+            work(number, client, deadline)
+        except BaseException as error:  # noqa: BLE001 - reported below, in the main thread
+            failures.append(error)
 
     started = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    threads = [threading.Thread(target=run, args=(n, c)) for n, c in enumerate(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
-    if errors:
-        raise RuntimeError(f"{len(errors)} failed requests, e.g. {errors[0]}")
-    latencies.sort()
+    if failures:
+        raise failures[0]
+    latencies = sorted(latency for client in clients for latency in client.latencies)
+    for client in clients:
+        client.latencies.clear()
+    at = lambda q: latencies[min(int(len(latencies) * q), len(latencies) - 1)] * 1000  # noqa: E731
     return {
         "requests": len(latencies),
-        "p50": latencies[len(latencies) // 2] * 1000,
-        "p99": latencies[int(len(latencies) * 0.99)] * 1000,
+        "p50": at(0.5),
+        "p95": at(0.95),
+        "p99": at(0.99),
+        "max": at(1),
         "rate": len(latencies) / elapsed,
     }
 
 
-headers_for: dict[str, str] = {}
+def repeat(requests: Callable[[int], Iterator[tuple]]) -> Callable[[int, Client, float], None]:
+    """Work that sends client n's requests until the deadline; any error stops the benchmark."""
+
+    def work(number: int, client: Client, deadline: float) -> None:
+        for method, path, body in requests(number):
+            if time.perf_counter() > deadline:
+                return
+            status, answer = client.request(method, path, body)
+            if status >= 400:
+                raise SystemExit(f"{method} {path}: {status} {answer}")
+
+    return work
 
 
-def headers(body: dict | None) -> dict[str, str]:
-    return headers_for | ({"Content-Type": "application/json"} if body else {})
+def get_repeatedly(path: str) -> Callable[[int, Client, float], None]:
+    return repeat(lambda number: itertools.repeat(("GET", path, None)))
 
 
-def operations(prefix: str, ids: list[int], doomed: list[int], clients: int) -> dict:
-    """Each operation's endless stream of requests; client n works on its own tasks (no row contention)."""
+def operations(prefix: str, ids: list[int], doomed: list[int], clients: int) -> dict[str, Callable]:
+    """Each operation's endless requests; client n works on its own tasks, so rows are not contended."""
     doomed_ids = iter(doomed)
     lock = threading.Lock()
 
@@ -318,100 +371,106 @@ def operations(prefix: str, ids: list[int], doomed: list[int], clients: int) -> 
     }
 
 
+# --- Reports ---
+
+
+def compare(args, database: str, server_url, secret: str) -> None:
+    """Every operation, ours against naive: round trips at the wire, latency, rate."""
+    proxy_port, round_trips = proxy_process(server_url.host or "127.0.0.1", server_url.port or 5432, args.rtt_ms / 2000)
+    proxied = server_url.set(host="127.0.0.1", port=proxy_port, database="todo_bench").render_as_string(False)
+    ids = seed(database, "bench", 1000)
+    print(f"Through the proxy: +{args.rtt_ms:g} ms a round trip, {args.clients} clients, {args.seconds:g} s each")
+    print(f"{'operation':10} {'app':>6} {'round trips':>12} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
+    rows = []
+    for app, prefix in [("main:app", "/api/tasks"), ("bench:naive", "/bench/tasks")]:
+        doomed = seed(database, "bench", 2000 if args.smoke else 50_000)
+        with server(app, proxied, secret) as port:
+            clients = [Client(port, token(secret, "bench")) for _ in range(args.clients)]
+            run_clients(clients, repeat(operations(prefix, ids, doomed, args.clients)["get"]), 0.5)  # warm up
+            for name, requests in operations(prefix, ids, doomed, args.clients).items():
+                before = round_trips.value
+                result = run_clients(clients, repeat(requests), args.seconds)
+                rows.append((name, app, (round_trips.value - before) / result["requests"], result))
+    for name, app, trips, r in sorted(rows, key=lambda row: list(operations("", [], [], 1)).index(row[0])):
+        label = "ours" if app == "main:app" else "naive"
+        print(f"{name:10} {label:>6} {trips:12.2f} {r['p50']:8.1f} {r['p99']:8.1f} {r['rate']:8.0f}")
+
+
+def throughput(args, database: str, secret: str) -> None:
+    """GET one task straight to PostgreSQL, ours (with a token) against naive (no auth), in alternating rounds."""
+    ids = seed(database, "bench", 1000)
+    clients = args.clients * 2
+    print(f"\nGET one task straight to PostgreSQL, {clients} clients, {args.rounds} rounds of {args.seconds:g} s")
+    rates: dict[str, list[float]] = {"ours (with a token)": [], "naive (no auth)": []}
+    with server("main:app", database, secret) as ours, server("bench:naive", database, secret) as naive:
+        for _ in range(args.rounds):
+            for label, port, prefix in [
+                ("ours (with a token)", ours, "/api/tasks"),
+                ("naive (no auth)", naive, "/bench/tasks"),
+            ]:
+                pool = [Client(port, token(secret, "bench")) for _ in range(clients)]
+                r = run_clients(pool, repeat(operations(prefix, ids, [], clients)["get"]), args.seconds)
+                rates[label].append(r["rate"])
+    for label, values in rates.items():
+        rounds = ", ".join(f"{value:.0f}" for value in values)
+        print(f"  {label:20} median {statistics.median(values):6.0f} req/s   rounds: {rounds}")
+
+
+def scale(args, database: str, secret: str) -> None:
+    """Listing 20 tasks as the table grows, and paging to the end of a long list."""
+    with server("main:app", database, secret) as port:
+        seed(database, "scale", 100)
+        print("\nList 20 of a user's 100 tasks as the table grows (straight to PostgreSQL, 1 client)")
+        for size in [int(size) for size in args.table_sizes.split(",")]:
+            fill_table(database, size)
+            client = Client(port, token(secret, "scale"))  # a new connection: the last one may have timed out
+            r = run_clients([client], get_repeatedly("/api/tasks?limit=20"), args.seconds)
+            print(f"  {size:>9,} tasks in the table: p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms")
+        order = "ORDER BY created_at DESC, id DESC LIMIT 20"
+        print(explain(database, f"SELECT * FROM tasks WHERE user_id = 'scale' {order}"))
+
+        deep = args.deep_user_tasks
+        deep_ids = seed(database, "deep", deep)
+        client = Client(port, token(secret, "deep"))
+        print(f"\nPaging through a user with {deep:,} tasks, 20 a page (straight to PostgreSQL, 1 client)")
+        pages = {
+            "first page": "/api/tasks?limit=20",
+            "second page, starting_after": f"/api/tasks?limit=20&starting_after={deep_ids[19]}",
+            "last page, starting_after": f"/api/tasks?limit=20&starting_after={deep_ids[-21]}",
+            "second page, offset": "/api/tasks?limit=20&offset=20",
+            "last page, offset": f"/api/tasks?limit=20&offset={deep - 20}",
+        }
+        for label, path in pages.items():
+            r = run_clients([client], get_repeatedly(path), args.seconds)
+            print(f"  {label:28} p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms")
+        after = f"(SELECT created_at, id FROM tasks WHERE id = {deep_ids[-21]})"
+        print(explain(database, f"SELECT * FROM tasks WHERE user_id = 'deep' AND (created_at, id) < {after} {order}"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--rtt-ms", type=float, default=10.0, help="round-trip time the proxy adds")
-    parser.add_argument("--seconds", type=float, default=5.0, help="per operation and app")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     parser.add_argument("--clients", type=int, default=4, help="concurrent keep-alive clients")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the throughput check")
     parser.add_argument("--table-sizes", default="1000,1000000")
     parser.add_argument("--deep-user-tasks", type=int, default=100_000)
     parser.add_argument("--smoke", action="store_true", help="a few seconds in all, for CI")
     args = parser.parse_args()
     if args.smoke:
-        args.seconds, args.table_sizes, args.deep_user_tasks = 0.3, "1000,5000", 2000
+        args.seconds, args.rounds, args.table_sizes, args.deep_user_tasks = 0.3, 1, "1000,5000", 2000
 
     server_url = make_url(args.database_url).set(drivername="postgresql")
     with psycopg.connect(server_url.render_as_string(hide_password=False), autocommit=True) as connection:
         connection.execute("DROP DATABASE IF EXISTS todo_bench WITH (FORCE)")
         connection.execute("CREATE DATABASE todo_bench")
     database = server_url.set(database="todo_bench").render_as_string(hide_password=False)
+    SQLModel.metadata.create_all(create_engine(server_url.set(drivername="postgresql+psycopg", database="todo_bench")))
     secret = secrets.token_urlsafe(32)
-    expires = datetime.now(UTC) + timedelta(hours=1)
-    headers_for["Authorization"] = "Bearer " + jwt.encode({"sub": "bench", "exp": expires}, secret, "HS256")
-
-    proxy_port, round_trips = proxy_process(server_url.host, server_url.port or 5432, args.rtt_ms / 2000)
-    proxied = server_url.set(host="127.0.0.1", port=proxy_port, database="todo_bench")
-    proxied = proxied.render_as_string(hide_password=False)
-    servers = {
-        "ours": start_server("main:app", proxied, secret),
-        "naive": start_server("bench:naive", proxied, secret),
-        "ours direct": start_server("main:app", database, secret),
-        "naive direct": start_server("bench:naive", database, secret),
-    }
-    prefixes = {"ours": "/api/tasks", "naive": "/bench/tasks"}
-    try:
-        ids = seed(database, "bench", 1000)
-        results: dict[str, dict[str, dict]] = {}
-        for app in ["ours", "naive"]:
-            doomed = seed(database, "bench", 50_000 if not args.smoke else 2000)
-            port = servers[app][1]
-            load(port, operations(prefixes[app], ids, doomed, args.clients)["get"], 0.5, args.clients)  # warm up
-            for name, requests in operations(prefixes[app], ids, doomed, args.clients).items():
-                before = round_trips.value
-                result = load(port, requests, args.seconds, args.clients)
-                result["round trips"] = (round_trips.value - before) / result["requests"]
-                results.setdefault(name, {})[app] = result
-
-        print(f"\nThrough the proxy: +{args.rtt_ms:g} ms per round trip, {args.clients} clients, {args.seconds:g} s each")
-        print(f"{'operation':10} {'':>6} {'round trips':>12} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
-        for name, by_app in results.items():
-            for app, r in by_app.items():
-                print(
-                    f"{name if app == 'ours' else '':10} {app:>6} {r['round trips']:12.2f}"
-                    f" {r['p50']:8.1f} {r['p99']:8.1f} {r['rate']:8.0f}"
-                )
-
-        print(f"\nStraight to PostgreSQL, GET one task, {args.clients * 2} clients, {args.seconds:g} s each")
-        for app in ["ours direct", "naive direct"]:
-            prefix = prefixes[app.split()[0]]
-            r = load(servers[app][1], operations(prefix, ids, [], args.clients * 2)["get"], args.seconds, args.clients * 2)
-            auth = "with a token" if app.startswith("ours") else "no auth"
-            print(f"{app:13} ({auth:12}) p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  {r['rate']:7.0f} req/s")
-
-        port = servers["ours direct"][1]
-        list_user = "/api/tasks?limit=20"
-        print("\nList 20 of a user's 100 tasks as the table grows (straight to PostgreSQL, 1 client)")
-        headers_for["Authorization"] = "Bearer " + jwt.encode({"sub": "scale", "exp": expires}, secret, "HS256")
-        seed(database, "scale", 100)
-        for size in [int(size) for size in args.table_sizes.split(",")]:
-            fill_table(database, size)
-            r = load(port, lambda n: itertools.repeat(("GET", list_user, None)), max(args.seconds, 1), 1)
-            print(f"  {size:>9,} tasks in the table: p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms")
-        query = "SELECT * FROM tasks WHERE user_id = 'scale' ORDER BY created_at DESC, id DESC LIMIT 20"
-        print("  plan:\n    " + explain(database, query).replace("\n", "\n    "))
-
-        deep = args.deep_user_tasks
-        print(f"\nPaging through a user with {deep:,} tasks, 20 a page (straight to PostgreSQL, 1 client)")
-        headers_for["Authorization"] = "Bearer " + jwt.encode({"sub": "deep", "exp": expires}, secret, "HS256")
-        deep_ids = seed(database, "deep", deep)
-        pages = {
-            "first page": "/api/tasks?limit=20",
-            "last page, starting_after": f"/api/tasks?limit=20&starting_after={deep_ids[-21]}",
-            "last page, offset": f"/api/tasks?limit=20&offset={deep - 20}",
-        }
-        for label, path in pages.items():
-            r = load(port, lambda n, path=path: itertools.repeat(("GET", path, None)), max(args.seconds, 1), 1)
-            print(f"  {label:26} p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms")
-        query = (
-            "SELECT * FROM tasks WHERE user_id = 'deep' AND (created_at, id) < "
-            f"(SELECT created_at, id FROM tasks WHERE id = {deep_ids[-21]}) ORDER BY created_at DESC, id DESC LIMIT 20"
-        )
-        print("  plan (starting_after):\n    " + explain(database, query).replace("\n", "\n    "))
-    finally:
-        for server, _ in servers.values():
-            server.terminate()
-            server.wait()
+    compare(args, database, server_url, secret)
+    throughput(args, database, secret)
+    scale(args, database, secret)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,10 @@ from pydantic import StrictBool, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Delete, Engine, Index, Update, delete, event, exc, insert, not_, tuple_, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import aliased
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 from starlette.datastructures import Headers
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HERE = pathlib.Path(__file__).parent
@@ -217,8 +217,8 @@ def local_secret() -> str:
     """A random HS256 secret for this checkout, so that no secret ships with the repository."""
     path = HERE / ".dev-secret"
     if not path.exists():
+        path.touch(mode=0o600)  # readable by you alone before it holds anything
         path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
     return path.read_text().strip()
 
 
@@ -227,11 +227,26 @@ def hs256_secret() -> str | None:
     return settings.better_auth_secret or (local_secret() if settings.is_sqlite else None)
 
 
+class KeySet(jwt.PyJWKClient):
+    """Better Auth's public keys, cached; refetched when an unknown `kid` shows up, at most every
+    10 s so that random kids cannot flood the auth server, and not at all for 10 s after a failure."""
+
+    retry_after = 0.0
+
+    def fetch_data(self) -> dict:
+        # Requests that queued behind a fetch that timed out fail fast instead of each waiting 5 s.
+        if time.monotonic() < self.retry_after:
+            raise jwt.PyJWKClientConnectionError("The last fetch failed moments ago")
+        try:
+            return super().fetch_data()
+        except (jwt.PyJWKClientConnectionError, ValueError) as error:  # unreachable, or not JSON
+            self.retry_after = time.monotonic() + 10
+            raise jwt.PyJWKClientConnectionError(str(error)) from error
+
+
 @cache
-def jwks_client(url: str) -> jwt.PyJWKClient:
-    # One client per process: it caches the key set, refetches it when an unknown `kid` shows up
-    # (at most every 10 s, so random kids cannot flood the auth server) and gives up after 5 s.
-    return jwt.PyJWKClient(url, timeout=5, cooldown_duration=10)
+def jwks_client(url: str) -> KeySet:
+    return KeySet(url, timeout=5, cooldown_duration=10)  # one per process, shared by all requests
 
 
 def unauthorized(detail: str) -> HTTPException:
@@ -378,6 +393,15 @@ async def validation_failed(request: Request, error: RequestValidationError) -> 
     return Response(json.dumps({"detail": jsonable_encoder(error.errors())}), 422, media_type="application/json")
 
 
+@app.exception_handler(405)
+async def method_not_allowed(request: Request, error: HTTPException) -> Response:
+    # Starlette's `Allow` names the methods of the first route that matched the path; name them all.
+    served = [route for route in app.routes if route.matches(request.scope)[0] == Match.PARTIAL]
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    allowed = [m for m in methods if any(r.matches({**request.scope, "method": m})[0] == Match.FULL for r in served)]
+    return JSONResponse({"detail": error.detail}, 405, headers={"Allow": ", ".join(allowed)})
+
+
 @app.exception_handler(exc.OperationalError)
 @app.exception_handler(exc.TimeoutError)
 async def database_unavailable(request: Request, error: Exception) -> Response:
@@ -392,6 +416,7 @@ async def unexpected_error(request: Request, error: Exception) -> Response:
 
 def error_responses(*codes: int) -> dict[int | str, dict]:
     descriptions = {
+        400: "Body is not UTF-8 JSON",
         401: "Missing or invalid token",
         403: "Not your task, or not your user id in the path",
         404: "Task not found",
@@ -426,7 +451,7 @@ router = APIRouter(responses=error_responses(401, 503))
 item_errors = error_responses(403, 404)
 
 
-@router.get("")
+@router.get("", responses=item_errors)
 def list_tasks(
     user_id: CurrentUser,
     session: SessionDep,
@@ -443,9 +468,8 @@ def list_tasks(
         statement = statement.where(Task.completed == (status == "completed"))
     if starting_after is not None:
         # Keyset paging: a page deep in a long list costs what the first page costs.
-        cursor = aliased(Task)
-        position = select(cursor.created_at, cursor.id).where(cursor.id == starting_after, cursor.user_id == user_id)
-        statement = statement.where(tuple_(Task.created_at, Task.id) < position.scalar_subquery())
+        after = select(Task.created_at, Task.id).where(Task.id == starting_after, Task.user_id == user_id)
+        statement = statement.where(tuple_(Task.created_at, Task.id) < after.correlate(None).scalar_subquery())
     statement = statement.order_by(Task.created_at.desc(), Task.id.desc()).offset(offset).limit(limit)
     tasks = session.exec(statement).all()
     if starting_after is not None and not tasks:
@@ -453,7 +477,7 @@ def list_tasks(
     return tasks
 
 
-@router.post("", status_code=201, responses=error_responses(413))
+@router.post("", status_code=201, responses=error_responses(400, 413))
 def create_task(
     task_in: TaskCreate, user_id: CurrentUser, session: SessionDep, request: Request, response: Response
 ) -> TaskPublic:
@@ -476,7 +500,7 @@ def get_task(task_id: TaskId, user_id: CurrentUser, session: SessionDep) -> Task
     return get_owned_task(session, task_id, user_id)
 
 
-@router.put("/{task_id}", responses=item_errors | error_responses(413))
+@router.put("/{task_id}", responses=item_errors | error_responses(400, 413))
 def update_task(task_id: TaskId, task_in: TaskUpdate, user_id: CurrentUser, session: SessionDep) -> TaskPublic:
     """Change any of a task's title, description and completed flag."""
     changes = task_in.model_dump(exclude_unset=True)
@@ -491,7 +515,7 @@ def delete_task(task_id: TaskId, user_id: CurrentUser, session: SessionDep) -> N
     write_owned_task(session, task_id, user_id, delete(Task))
 
 
-@router.patch("/{task_id}/complete", responses=item_errors | error_responses(413))
+@router.patch("/{task_id}/complete", responses=item_errors | error_responses(400, 413))
 def complete_task(
     task_id: TaskId, user_id: CurrentUser, session: SessionDep, task_in: TaskComplete | None = None
 ) -> TaskPublic:

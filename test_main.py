@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,8 +22,11 @@ from threading import Thread
 from types import SimpleNamespace
 
 import httpx2
+import hypothesis
 import jwt
+import psycopg
 import pytest
+import schemathesis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from fastapi.testclient import TestClient
@@ -30,6 +34,7 @@ from sqlalchemy import create_engine, delete, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel, select
 
+import bench
 import main
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
@@ -390,13 +395,16 @@ class JWKSServer:
     def __init__(self):
         self.private_keys: dict[str, object] = {}
         self.requests = 0
+        self.delay = 0.0
+        self.failing = False
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 server.requests += 1
-                if self.path != "/api/auth/jwks":
-                    self.send_error(404)
+                time.sleep(server.delay)
+                if self.path != "/api/auth/jwks" or server.failing:
+                    self.send_error(404 if not server.failing else 500)
                     return
                 body = json.dumps({"keys": server.public_jwks()}).encode()
                 self.send_response(200)
@@ -665,6 +673,31 @@ def test_an_unreachable_jwks_is_a_clear_error_never_acceptance(client, jwks):
     assert r.status_code == 503, r.text
     assert "keys are unavailable" in r.json()["detail"]
     assert time.monotonic() - started < 6
+
+
+def test_a_slow_jwks_never_hangs_requests(client, jwks):
+    kid = jwks.add_key()
+    jwks.delay = 8  # longer than the 5 s the API waits
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda _: get_tasks(client, jwks.token(kid)), range(4)))
+    assert [r.status_code for r in responses] == [503] * 4
+    assert time.monotonic() - started < 7  # one 5 s wait, not four in a row
+    assert jwks.requests == 1
+
+
+def test_a_failing_jwks_is_asked_again_only_after_ten_seconds(client, jwks, monkeypatch):
+    kid = jwks.add_key()
+    jwks.failing = True
+    for _ in range(10):
+        r = get_tasks(client, jwks.token(kid))
+        assert r.status_code == 503, r.text
+    assert jwks.requests == 1
+    jwks.failing = False
+    later = SimpleNamespace(monotonic=lambda: time.monotonic() + 11, time=time.time)
+    monkeypatch.setattr(main, "time", later)
+    assert get_tasks(client, jwks.token(kid)).status_code == 200
+    assert jwks.requests == 2
 
 
 def test_the_user_is_attached_to_the_request(client):
@@ -987,3 +1020,116 @@ def test_startup_log_masks_the_password_and_never_shows_the_secret(fresh_checkou
     assert "http://localhost:3000/api/auth/jwks" in log
     assert "hunter2" not in log
     assert SECRET not in log
+
+
+# --- Generated requests ---
+
+schema = schemathesis.openapi.from_asgi("/openapi.json", main.app)
+
+
+@schema.parametrize()
+@hypothesis.settings(max_examples=50, deadline=None, database=None, suppress_health_check=list(hypothesis.HealthCheck))
+def test_generated_requests_get_no_5xx_and_only_documented_responses(case):
+    if "user_id" in (case.path_parameters or {}):
+        case.path_parameters["user_id"] = "alice"  # else every request is a 403
+    # Every check on what the API answers; not the two that judge which requests it should accept, as
+    # JSON Schema cannot say "1–200 characters once trimmed" and unknown query parameters are ignored.
+    case.call_and_validate(
+        headers=auth_header(),
+        excluded_checks=[schemathesis.checks.positive_data_acceptance, schemathesis.checks.negative_data_rejection],
+    )
+
+
+# --- Concurrency and database faults (PostgreSQL) ---
+
+needs_postgres = pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs PostgreSQL (TEST_DATABASE_URL)")
+
+
+def at_once(count: int, request) -> list:
+    """`request(n)` for n in range(count), from 16 threads at once."""
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(request, range(count)))
+
+
+@needs_postgres
+def test_concurrent_toggles_lose_no_update(client):
+    task = create(client)
+    toggles = at_once(101, lambda _: client.patch(f"/api/tasks/{task['id']}/complete", headers=auth_header()))
+    succeeded = sum(r.status_code == 200 for r in toggles)
+    assert succeeded == 101, [r.text for r in toggles if r.status_code != 200][:3]
+    assert client.get(f"/api/tasks/{task['id']}", headers=auth_header()).json()["completed"] is (succeeded % 2 == 1)
+
+
+@needs_postgres
+def test_concurrent_first_writes_by_many_users_are_all_kept_once(client):
+    users = [f"user-{n}" for n in range(20)]
+    created = at_once(
+        100, lambda n: client.post("/api/tasks", json={"title": f"t{n}"}, headers=auth_header(users[n % 20]))
+    )
+    assert [r.status_code for r in created] == [201] * 100
+    for n, user in enumerate(users):
+        assert sorted(titles(client.get("/api/tasks", headers=auth_header(user)))) == sorted(
+            f"t{k}" for k in range(n, 100, 20)
+        )
+
+
+@needs_postgres
+def test_concurrent_updates_of_one_task_never_fail(client):
+    task = create(client)
+    path = f"/api/tasks/{task['id']}"
+    updates = at_once(
+        60, lambda n: client.put(path, json={"title": f"v{n}", "completed": n % 2 == 0}, headers=auth_header())
+    )
+    assert [r.status_code for r in updates] == [200] * 60
+    final = client.get(path, headers=auth_header()).json()
+    assert final["title"] in {f"v{n}" for n in range(60)}
+    assert final["completed"] is (int(final["title"][1:]) % 2 == 0)  # one update's values, not a mix
+
+
+@needs_postgres
+def test_connections_the_server_closed_are_replaced_unnoticed(client, engine):
+    at_once(16, lambda _: client.get("/api/tasks", headers=auth_header()))  # fill the pool
+    admin_url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        others = "datname = current_database() AND pid <> pg_backend_pid()"
+        killed = admin.execute(
+            f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE {others}"
+        ).fetchone()
+        assert killed[0] > 1
+        while admin.execute(f"SELECT count(*) FROM pg_stat_activity WHERE {others}").fetchone()[0]:
+            time.sleep(0.05)
+    responses = at_once(32, lambda _: client.get("/api/tasks", headers=auth_header()))
+    assert [r.status_code for r in responses] == [200] * 32
+
+
+@pytest.fixture
+def database_proxy(engine, monkeypatch):
+    """The app reaches PostgreSQL through a proxy the test can cut."""
+    proxy = bench.Proxy(engine.url.host, engine.url.port or 5432)
+    proxied = main.create_db_engine(engine.url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
+    monkeypatch.setattr(main, "engine", proxied)
+    yield proxy
+    proxied.dispose()
+    proxy.close()
+
+
+@needs_postgres
+def test_an_unreachable_database_is_503_quickly_and_recovered_from_with_no_write_lost(client, database_proxy):
+    kept = [create(client, f"before {n}")["id"] for n in range(5)]
+    database_proxy.cut()
+    for method, path in [("GET", "/api/tasks"), ("POST", "/api/tasks"), ("PATCH", f"/api/tasks/{kept[0]}/complete")]:
+        started = time.monotonic()
+        r = client.request(method, path, json={"title": "lost?"} if method == "POST" else None, headers=auth_header())
+        assert time.monotonic() - started < 2
+        assert r.status_code == 503, r.text
+        assert r.json() == {"detail": "Database unavailable, try again shortly"}
+    assert client.get("/health").status_code == 503
+
+    database_proxy.restore()
+    started = time.monotonic()
+    while client.get("/health").status_code != 200:
+        assert time.monotonic() - started < 2, "not back within 2 s"
+        time.sleep(0.05)
+    tasks = client.get("/api/tasks", headers=auth_header()).json()
+    assert sorted(task["id"] for task in tasks) == sorted(kept)  # every acknowledged write, nothing else
+    assert not any(task["completed"] for task in tasks)
