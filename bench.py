@@ -17,6 +17,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import random
 import secrets
 import socket
 import statistics
@@ -447,6 +448,75 @@ def scale(args, database: str, secret: str) -> None:
         print(explain(database, f"SELECT * FROM tasks WHERE user_id = 'deep' AND (created_at, id) < {after} {order}"))
 
 
+def soak(args, database: str, secret: str) -> None:
+    """Mixed reads and writes by several users at once; then every acknowledged write must be there."""
+    users = [f"soak-{n}" for n in range(8)]
+    # What each client knows it wrote: task id -> (title, completed), or None once deleted. A client
+    # only changes tasks it created, so its ledger is exact; reads cover all of its user's tasks.
+    ledgers: list[dict[int, tuple[str, bool] | None]] = [{} for _ in range(args.clients)]
+    weights = {"list": 30, "get": 20, "create": 20, "update": 10, "toggle": 15, "delete": 5}
+
+    def work(number: int, client: Client, deadline: float) -> None:
+        choose, ledger = random.Random(number), ledgers[number]
+        for n in itertools.count():
+            if time.perf_counter() > deadline:
+                return
+            mine = [task_id for task_id, state in ledger.items() if state]
+            action = choose.choices(list(weights), list(weights.values()))[0] if mine else "create"
+            task_id = choose.choice(mine) if mine else None
+            title, completed = ledger[task_id] if mine else (None, False)
+            if action == "list":
+                expect(client.request("GET", "/api/tasks?limit=50"), 200)
+            elif action == "get":
+                expect(client.request("GET", f"/api/tasks/{task_id}"), 200, title=title, completed=completed)
+            elif action == "create":
+                task = expect(client.request("POST", "/api/tasks", {"title": f"{number}.{n}"}), 201)
+                ledger[task["id"]] = (task["title"], False)
+            elif action == "update":
+                expect(client.request("PUT", f"/api/tasks/{task_id}", {"title": f"{number}.{n}"}), 200)
+                ledger[task_id] = (f"{number}.{n}", completed)
+            elif action == "toggle":
+                expect(client.request("PATCH", f"/api/tasks/{task_id}/complete"), 200, completed=not completed)
+                ledger[task_id] = (title, not completed)
+            else:
+                expect(client.request("DELETE", f"/api/tasks/{task_id}"), 204)
+                ledger[task_id] = None
+
+    with server("main:app", database, secret) as port:
+        clients = [Client(port, token(secret, users[n % len(users)])) for n in range(args.clients)]
+        result = run_clients(clients, work, args.seconds)
+        lost = 0
+        for user in users:
+            actual = {
+                t["id"]: (t["title"], t["completed"])
+                for t in Client(port, token(secret, user)).request("GET", "/api/tasks")[1]
+            }
+            expected = {
+                task_id: state
+                for n, ledger in enumerate(ledgers)
+                if users[n % len(users)] == user
+                for task_id, state in ledger.items()
+                if state
+            }
+            lost += len(expected.items() - actual.items()) + len(actual.keys() - expected.keys())
+    percentiles = "  ".join(f"{name} {result[name]:.1f}" for name in ["p50", "p95", "p99", "max"])
+    print(
+        f"Soak: {args.clients} clients as {len(users)} users, {args.seconds:g} s, mixed {weights}\n"
+        f"  {result['requests']} requests, {result['rate']:.0f} req/s, 0 errors, {lost} lost or unexpected writes\n"
+        f"  latency ms: {percentiles}"
+    )
+    if lost:
+        raise SystemExit(f"{lost} writes lost or unexpected")
+
+
+def expect(answer: tuple[int, object], status: int, **fields) -> dict:
+    """The answer's JSON if it has `status` and these field values; else stop the run, saying what came."""
+    code, body = answer
+    if code != status or any(body[name] != value for name, value in fields.items()):
+        raise SystemExit(f"expected {status} {fields}, got {code} {body}")
+    return body
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
@@ -457,9 +527,14 @@ def main() -> None:
     parser.add_argument("--table-sizes", default="1000,1000000")
     parser.add_argument("--deep-user-tasks", type=int, default=100_000)
     parser.add_argument("--smoke", action="store_true", help="a few seconds in all, for CI")
+    parser.add_argument("--soak", action="store_true", help="mixed load (default 30 s, 32 clients), then check writes")
     args = parser.parse_args()
     if args.smoke:
         args.seconds, args.rounds, args.table_sizes, args.deep_user_tasks = 0.3, 1, "1000,5000", 2000
+    if args.soak and "--seconds" not in sys.argv:
+        args.seconds = 30
+    if args.soak and "--clients" not in sys.argv:
+        args.clients = 32
 
     server_url = make_url(args.database_url).set(drivername="postgresql")
     with psycopg.connect(server_url.render_as_string(hide_password=False), autocommit=True) as connection:
@@ -468,6 +543,8 @@ def main() -> None:
     database = server_url.set(database="todo_bench").render_as_string(hide_password=False)
     SQLModel.metadata.create_all(create_engine(server_url.set(drivername="postgresql+psycopg", database="todo_bench")))
     secret = secrets.token_urlsafe(32)
+    if args.soak:
+        return soak(args, database, secret)
     compare(args, database, server_url, secret)
     throughput(args, database, secret)
     scale(args, database, secret)
