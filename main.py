@@ -9,13 +9,13 @@ import json
 import logging
 import pathlib
 import secrets
-import select as selectors
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
+from select import select as select_fds
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -173,7 +173,7 @@ def enable_foreign_keys(dbapi_connection, connection_record) -> None:
 def discard_closed(dbapi_connection, connection_record, connection_proxy) -> None:
     # Cheaper than pre-ping (a round trip per request): a connection the server has closed
     # (restart, Neon suspending compute, pooler timeout) has its goodbye or EOF waiting to be read.
-    if selectors.select([dbapi_connection], [], [], 0)[0]:
+    if select_fds([dbapi_connection], [], [], 0)[0]:
         raise exc.DisconnectionError  # the pool replaces it and tries again
 
 
@@ -380,7 +380,7 @@ app.add_middleware(limit_body)
 app.add_middleware(
     CORSMiddleware,
     allow_origins=[origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()],
-    allow_credentials=True,
+    allow_credentials=True,  # for fetch(…, {credentials: "include"}); safe, as no cookie is ever read
     allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
     allow_headers=["Authorization", "Content-Type"],
     expose_headers=["Location"],
