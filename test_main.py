@@ -908,7 +908,7 @@ def test_cors_ignores_other_origins(client):
 
 @pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
 def test_neon_urls_run_with_psycopg_and_keep_their_parameters(scheme):
-    url = f"{scheme}://user:pw@ep-example-pooler.aws.neon.tech/neondb?sslmode=require&channel_binding=require"
+    url = f"{scheme}://user:pw@ep-example-pooler.example/neondb?sslmode=require&channel_binding=require"
     engine = main.create_db_engine(url)
     assert engine.url.drivername == "postgresql+psycopg"
     assert engine.dialect.driver == "psycopg"
