@@ -9,13 +9,13 @@ import hmac
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
@@ -40,6 +40,7 @@ import main
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 PREFIXES = ["/api/tasks", "/api/alice/tasks"]
+needs_postgres = pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs PostgreSQL (TEST_DATABASE_URL)")
 
 
 # --- Fixtures and helpers ---
@@ -313,6 +314,7 @@ def test_reading_creates_no_user(client, engine):
 # --- Ownership ---
 
 ITEM_ROUTES = [("GET", ""), ("PUT", ""), ("DELETE", ""), ("PATCH", "/complete")]
+OPERATIONS = [("GET", ""), ("POST", "")] + [(method, "/1" + suffix) for method, suffix in ITEM_ROUTES]
 BODIES = {"PUT": {"title": "mine now"}, "POST": {"title": "x"}}
 
 
@@ -350,10 +352,7 @@ def test_paging_after_someone_elses_task_is_403(client):
     assert r.status_code == 403, r.text
 
 
-@pytest.mark.parametrize(
-    ("method", "suffix"),
-    [("GET", ""), ("POST", ""), ("GET", "/1"), ("PUT", "/1"), ("DELETE", "/1"), ("PATCH", "/1/complete")],
-)
+@pytest.mark.parametrize(("method", "suffix"), OPERATIONS)
 def test_another_user_id_in_the_path_is_403(client, method, suffix):
     task = create(client, user_id="alice")
     path = f"/api/alice/tasks{suffix}".replace("/1", f"/{task['id']}")
@@ -365,18 +364,7 @@ def test_another_user_id_in_the_path_is_403(client, method, suffix):
 
 # --- Auth ---
 
-ALL_ROUTES = [
-    (method, prefix + suffix)
-    for prefix in PREFIXES
-    for method, suffix in [
-        ("GET", ""),
-        ("POST", ""),
-        ("GET", "/1"),
-        ("PUT", "/1"),
-        ("DELETE", "/1"),
-        ("PATCH", "/1/complete"),
-    ]
-]
+ALL_ROUTES = [(method, prefix + suffix) for prefix in PREFIXES for method, suffix in OPERATIONS]
 
 
 @pytest.mark.parametrize(("method", "path"), ALL_ROUTES)
@@ -838,10 +826,8 @@ def test_an_unexpected_error_is_500_without_internals(monkeypatch):
 
 @pytest.fixture
 def unreachable_database(monkeypatch):
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
-    monkeypatch.setattr(main, "engine", main.create_db_engine(f"postgresql://postgres@127.0.0.1:{port}/todo"))
+    nobody_listens = bench.free_port()
+    monkeypatch.setattr(main, "engine", main.create_db_engine(f"postgresql://postgres@127.0.0.1:{nobody_listens}/todo"))
 
 
 def test_health(client):
@@ -917,7 +903,7 @@ def test_neon_urls_run_with_psycopg_and_keep_their_parameters(scheme):
 
 def test_local_secret_serves_sqlite_only(client, monkeypatch, tmp_path):
     monkeypatch.setattr(main, "HERE", tmp_path)
-    main.local_secret.cache_clear()
+    monkeypatch.setattr(main, "local_secret", cache(main.local_secret.__wrapped__))  # not the cached one
     monkeypatch.setattr(main.settings, "better_auth_secret", None)
     token = main.create_token("alice")
     assert get_tasks(client, token).status_code == 200
@@ -926,7 +912,6 @@ def test_local_secret_serves_sqlite_only(client, monkeypatch, tmp_path):
     monkeypatch.setattr(main.settings, "better_auth_url", "http://127.0.0.1:9")
     main.verified_claims.cache_clear()  # as in a new process with that configuration
     assert get_tasks(client, token).status_code == 401
-    main.local_secret.cache_clear()
 
 
 @pytest.fixture
@@ -960,14 +945,8 @@ def test_a_deployment_that_cannot_verify_tokens_refuses_to_start(fresh_checkout,
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve(checkout, env) -> tuple[subprocess.Popen, str, str]:
-    port = free_port()
+    port = bench.free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "main:app", "--port", str(port)],
         cwd=checkout.path,
@@ -1004,7 +983,7 @@ def test_quickstart_serves_on_sqlite_with_a_local_token(fresh_checkout):
     assert (fresh_checkout.path / ".dev-secret").read_text() not in log
 
 
-@pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs PostgreSQL (TEST_DATABASE_URL)")
+@needs_postgres
 def test_startup_log_masks_the_password_and_never_shows_the_secret(fresh_checkout, engine):
     url = engine.url.set(password="hunter2-password")
     env = fresh_checkout.env | {
@@ -1041,8 +1020,6 @@ def test_generated_requests_get_no_5xx_and_only_documented_responses(case):
 
 
 # --- Concurrency and database faults (PostgreSQL) ---
-
-needs_postgres = pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs PostgreSQL (TEST_DATABASE_URL)")
 
 
 def at_once(count: int, request) -> list:
