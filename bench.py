@@ -2,6 +2,7 @@
 
     python bench.py                     # local PostgreSQL, 10 ms added round-trip time, 5 s per operation
     python bench.py --smoke             # a few seconds in all (CI)
+    python bench.py --soak              # 30 s of mixed load by 32 clients, then every write checked
 
 Runs main.py and "naive" (the SQLModel tutorial's way: a transaction per request, get-modify-commit-
 refresh, no auth) under uvicorn, one worker each, in a database of its own on the server named by
@@ -321,13 +322,13 @@ def run_clients(clients: list[Client], work: Callable[[int, Client, float], None
     latencies = sorted(latency for client in clients for latency in client.latencies)
     for client in clients:
         client.latencies.clear()
-    at = lambda q: latencies[min(int(len(latencies) * q), len(latencies) - 1)] * 1000  # noqa: E731
-    return {
+
+    def milliseconds_at(quantile: float) -> float:
+        return latencies[min(int(len(latencies) * quantile), len(latencies) - 1)] * 1000
+
+    percentiles = {"p50": 0.5, "p95": 0.95, "p99": 0.99, "max": 1}
+    return {name: milliseconds_at(q) for name, q in percentiles.items()} | {
         "requests": len(latencies),
-        "p50": at(0.5),
-        "p95": at(0.95),
-        "p99": at(0.99),
-        "max": at(1),
         "rate": len(latencies) / elapsed,
     }
 
@@ -382,19 +383,20 @@ def compare(args, database: str, server_url, secret: str) -> None:
     ids = seed(database, "bench", 1000)
     print(f"Through the proxy: +{args.rtt_ms:g} ms a round trip, {args.clients} clients, {args.seconds:g} s each")
     print(f"{'operation':10} {'app':>6} {'round trips':>12} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
-    rows = []
+    rows: dict[str, list[str]] = {}
     for app, prefix in [("main:app", "/api/tasks"), ("bench:naive", "/bench/tasks")]:
+        label = "ours" if app == "main:app" else "naive"
         doomed = seed(database, "bench", 2000 if args.smoke else 50_000)
         with server(app, proxied, secret) as port:
             clients = [Client(port, token(secret, "bench")) for _ in range(args.clients)]
             run_clients(clients, repeat(operations(prefix, ids, doomed, args.clients)["get"]), 0.5)  # warm up
             for name, requests in operations(prefix, ids, doomed, args.clients).items():
                 before = round_trips.value
-                result = run_clients(clients, repeat(requests), args.seconds)
-                rows.append((name, app, (round_trips.value - before) / result["requests"], result))
-    for name, app, trips, r in sorted(rows, key=lambda row: list(operations("", [], [], 1)).index(row[0])):
-        label = "ours" if app == "main:app" else "naive"
-        print(f"{name:10} {label:>6} {trips:12.2f} {r['p50']:8.1f} {r['p99']:8.1f} {r['rate']:8.0f}")
+                r = run_clients(clients, repeat(requests), args.seconds)
+                trips = (round_trips.value - before) / r["requests"]
+                line = f"{name:10} {label:>6} {trips:12.2f} {r['p50']:8.1f} {r['p99']:8.1f} {r['rate']:8.0f}"
+                rows.setdefault(name, []).append(line)
+    print("\n".join(line for lines in rows.values() for line in lines))
 
 
 def throughput(args, database: str, secret: str) -> None:
