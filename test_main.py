@@ -930,13 +930,23 @@ def fresh_checkout(tmp_path):
     return SimpleNamespace(path=tmp_path, env=env)
 
 
-@pytest.mark.parametrize("secret", [None, ""])
-def test_a_deployment_that_cannot_verify_tokens_refuses_to_start(fresh_checkout, secret):
-    env = fresh_checkout.env | {"DATABASE_URL": "postgresql://user:pw@db.example/todo"}
-    if secret is not None:
-        env |= {"BETTER_AUTH_SECRET": secret, "BETTER_AUTH_URL": secret}
+@pytest.mark.parametrize("where", ["environment", "environment, secrets empty", ".env, secrets empty"])
+def test_a_deployment_that_cannot_verify_tokens_refuses_to_start(fresh_checkout, where):
+    variables = {"DATABASE_URL": "postgresql://user:pw@db.example/todo"}
+    if "empty" in where:
+        variables |= {"BETTER_AUTH_SECRET": "", "BETTER_AUTH_URL": ""}
+    env = fresh_checkout.env
+    if where.startswith(".env"):
+        (fresh_checkout.path / ".env").write_text("".join(f"{name}={value}\n" for name, value in variables.items()))
+    else:
+        env = env | variables
     r = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "main:app"], cwd=fresh_checkout.path, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "uvicorn", "main:app"],
+        cwd=fresh_checkout.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert r.returncode != 0
     assert r.stderr.strip().splitlines() == [
@@ -981,6 +991,19 @@ def test_quickstart_serves_on_sqlite_with_a_local_token(fresh_checkout):
     assert "sqlite:///" in log
     assert "HS256 (local secret" in log
     assert (fresh_checkout.path / ".dev-secret").read_text() not in log
+
+
+def test_cors_origins_is_a_comma_separated_list(fresh_checkout):
+    env = fresh_checkout.env | {"CORS_ORIGINS": "https://app.example, https://admin.example"}
+    server, url, _ = serve(fresh_checkout, env)
+    try:
+        for origin, allowed in [("https://admin.example", True), ("http://localhost:3000", False)]:
+            preflight = {"Origin": origin, "Access-Control-Request-Method": "GET"}
+            r = httpx2.options(f"{url}/api/tasks", headers=preflight)
+            assert (r.headers.get("Access-Control-Allow-Origin") == origin) is allowed, (origin, r.headers)
+    finally:
+        server.terminate()
+        server.communicate()
 
 
 @needs_postgres
