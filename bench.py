@@ -183,8 +183,11 @@ class Proxy:
     def close(self) -> None:
         async def close() -> None:
             self.server.close()
-            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            handlers = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in handlers:
                 task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+            await asyncio.sleep(0.05)  # the transports they closed finish closing before the loop stops
 
         asyncio.run_coroutine_threadsafe(close(), self.loop).result()
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -188,6 +188,10 @@ def create_db_engine(url: str) -> Engine:
         isolation_level="AUTOCOMMIT",
         hide_parameters=True,  # keeps users' task text out of error logs
         connect_args={"check_same_thread": False} if sqlite else {"connect_timeout": 5},
+        # Connections stay open: with 10 busy, a request waits for one to come back, which is
+        # cheaper than opening another (TCP, TLS and auth: several round trips to Neon).
+        pool_size=10,
+        max_overflow=0,
     )
     if sqlite:
         event.listen(engine, "connect", enable_foreign_keys)
