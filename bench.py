@@ -382,7 +382,9 @@ def operations(prefix: str, ids: list[int], doomed: list[int], clients: int) -> 
 def compare(args, database: str, server_url, secret: str) -> None:
     """Every operation, ours against naive: round trips at the wire, latency, rate."""
     proxy_port, round_trips = proxy_process(server_url.host or "127.0.0.1", server_url.port or 5432, args.rtt_ms / 2000)
-    proxied = server_url.set(host="127.0.0.1", port=proxy_port, database="todo_bench").render_as_string(False)
+    proxied = server_url.set(host="127.0.0.1", port=proxy_port, database="todo_bench").render_as_string(
+        hide_password=False
+    )
     ids = seed(database, "bench", 1000)
     print(f"Through the proxy: +{args.rtt_ms:g} ms a round trip, {args.clients} clients, {args.seconds:g} s each")
     print(f"{'operation':10} {'app':>6} {'round trips':>12} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")

@@ -1106,7 +1106,9 @@ def test_connections_the_server_closed_are_replaced_unnoticed(client, engine):
 def database_proxy(engine, monkeypatch):
     """The app reaches PostgreSQL through a proxy the test can cut."""
     proxy = bench.Proxy(engine.url.host, engine.url.port or 5432)
-    proxied = main.create_db_engine(engine.url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
+    proxied = main.create_db_engine(
+        engine.url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    )
     monkeypatch.setattr(main, "engine", proxied)
     yield proxy
     proxied.dispose()
