@@ -455,6 +455,14 @@ def scale(args, database: str, secret: str) -> None:
         print(explain(database, f"SELECT * FROM tasks WHERE user_id = 'deep' AND (created_at, id) < {after} {order}"))
 
 
+def expect(answer: tuple[int, object], status: int, **fields) -> dict:
+    """The answer's JSON if it has `status` and these field values; else stop the run, saying what came."""
+    code, body = answer
+    if code != status or any(body[name] != value for name, value in fields.items()):
+        raise SystemExit(f"expected {status} {fields}, got {code} {body}")
+    return body
+
+
 def soak(args, database: str, secret: str) -> None:
     """Mixed reads and writes by several users at once; then every acknowledged write must be there."""
     users = [f"soak-{n}" for n in range(8)]
@@ -514,14 +522,6 @@ def soak(args, database: str, secret: str) -> None:
     )
     if lost:
         raise SystemExit(f"{lost} writes lost or unexpected")
-
-
-def expect(answer: tuple[int, object], status: int, **fields) -> dict:
-    """The answer's JSON if it has `status` and these field values; else stop the run, saying what came."""
-    code, body = answer
-    if code != status or any(body[name] != value for name, value in fields.items()):
-        raise SystemExit(f"expected {status} {fields}, got {code} {body}")
-    return body
 
 
 def main() -> None:
