@@ -7,10 +7,12 @@ Better Auth JWT as `Authorization: Bearer …`. Run `uvicorn main:app`, get a lo
 
 import json
 import logging
+import os
 import pathlib
 import secrets
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -21,13 +23,14 @@ from urllib.parse import urlsplit
 
 import jwt
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import StrictBool, StringConstraints
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AfterValidator, StrictBool, StringConstraints, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy import Delete, Engine, Index, Update, delete, event, exc, insert, not_, tuple_, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import DateTime, TypeDecorator
@@ -41,6 +44,7 @@ MAX_BODY = 64 * 1024
 LEEWAY = 30
 MAX_INT = 2**31 - 1  # PostgreSQL `integer`: larger ids and offsets are a 422, not a database error
 ASYMMETRIC_ALGORITHMS = ["EdDSA", "ES256", "RS256", "PS256"]
+PLACEHOLDER_SECRET = "replace-with-the-frontend-secret"  # the value in .env.example
 logger = logging.getLogger("uvicorn.error")
 
 
@@ -56,7 +60,24 @@ class Settings(BaseSettings):
     better_auth_jwks_url: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
-    cors_origins: str = "http://localhost:3000"
+    cors_origins: Annotated[list[str], NoDecode] = ["http://localhost:3000"]
+
+    @field_validator("better_auth_secret")
+    @classmethod
+    def not_the_placeholder(cls, secret: str | None) -> str | None:
+        if secret == PLACEHOLDER_SECRET:
+            raise ValueError("is the placeholder from .env.example: set it to the frontend's BETTER_AUTH_SECRET")
+        return secret
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def origins(cls, value: str | list[str]) -> list[str]:
+        origins = [o.strip().rstrip("/") for o in (value.split(",") if isinstance(value, str) else value) if o.strip()]
+        for origin in origins:
+            url = urlsplit(origin)
+            if url.scheme not in ("http", "https") or not url.hostname or url.path or url.query or url.fragment:
+                raise ValueError(f"has {origin!r}, which is not an origin: write scheme://host[:port]")
+        return origins
 
     @property
     def is_sqlite(self) -> bool:
@@ -76,7 +97,11 @@ class Settings(BaseSettings):
         return f"{url.scheme}://{url.netloc}"
 
 
-settings = Settings()
+try:
+    settings = Settings()
+except ValidationError as error:
+    problem = error.errors()[0]
+    sys.exit(f"Refusing to start: {problem['loc'][0].upper()} {problem['msg'].removeprefix('Value error, ')}")
 if not settings.is_sqlite and not (settings.better_auth_secret or settings.jwks_url):
     sys.exit(
         "Refusing to start: DATABASE_URL is a deployment database but neither BETTER_AUTH_SECRET"
@@ -109,6 +134,8 @@ Description = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)]
 
 
 class User(SQLModel, table=True):
+    """A row per user, added on their first write: deleting it deletes their tasks (ON DELETE CASCADE)."""
+
     __tablename__ = "users"
 
     id: str = Field(primary_key=True)
@@ -122,7 +149,8 @@ class TaskBase(SQLModel):
 
 class Task(TaskBase, table=True):
     __tablename__ = "tasks"
-    __table_args__ = (Index("ix_tasks_user_newest", "user_id", "created_at", "id"),)
+    # AUTOINCREMENT: without it SQLite hands a deleted task's id to the next new task.
+    __table_args__ = (Index("ix_tasks_user_newest", "user_id", "created_at", "id"), {"sqlite_autoincrement": True})
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: str = Field(foreign_key="users.id", ondelete="CASCADE")
@@ -132,7 +160,7 @@ class Task(TaskBase, table=True):
 
 
 class TaskCreate(TaskBase):
-    pass
+    model_config = {"json_schema_extra": {"examples": [{"title": "Buy milk", "description": "Two litres, oat"}]}}
 
 
 class TaskPublic(TaskBase):
@@ -144,6 +172,8 @@ class TaskPublic(TaskBase):
 
 
 class TaskUpdate(SQLModel):
+    model_config = {"json_schema_extra": {"examples": [{"title": "Buy oat milk", "completed": True}]}}
+
     # Omitted means "leave as is"; an explicit null is a 422 because defaults are not validated.
     title: Title = None  # type: ignore[assignment]
     description: Description | None = None
@@ -178,29 +208,51 @@ def discard_closed(dbapi_connection, connection_record, connection_proxy) -> Non
 
 
 def create_db_engine(url: str) -> Engine:
-    db_url = make_url(url)
-    if db_url.drivername in ("postgres", "postgresql"):  # the URL as Neon hands it out
-        db_url = db_url.set(drivername="postgresql+psycopg")
-    sqlite = db_url.get_backend_name() == "sqlite"
+    """An engine for DATABASE_URL; ValueError saying what is wrong with a URL that cannot work."""
+    try:
+        db_url = make_url(url)
+        if db_url.drivername in ("postgres", "postgresql"):  # the URL as Neon hands it out
+            db_url = db_url.set(drivername="postgresql+psycopg")
+        sqlite = db_url.get_backend_name() == "sqlite"
+        db_url.get_dialect()
+    except exc.NoSuchModuleError:
+        raise ValueError(f"has an unknown scheme {url.partition(':')[0]!r}: use postgresql:// or sqlite:///") from None
+    except (exc.ArgumentError, ValueError):  # e.g. a Neon string pasted without `postgresql://`
+        raise ValueError("is not a database URL: paste the whole postgresql://USER:PASSWORD@HOST/DB?… string") from None
     engine = create_engine(
         db_url,
         # Every request is a single statement: no BEGIN/COMMIT, two round trips saved.
         isolation_level="AUTOCOMMIT",
         hide_parameters=True,  # keeps users' task text out of error logs
-        connect_args={"check_same_thread": False} if sqlite else {"connect_timeout": 5},
+        # No prepared statements: a pooler in transaction mode (PgBouncer before 1.21, many hosted
+        # ones) runs each statement on any server connection, where they do not exist.
+        connect_args={"check_same_thread": False} if sqlite else {"connect_timeout": 5, "prepare_threshold": None},
         # Connections stay open: with 10 busy, a request waits for one to come back, which is
         # cheaper than opening another (TCP, TLS and auth: several round trips to Neon).
         pool_size=10,
         max_overflow=0,
     )
-    if sqlite:
-        event.listen(engine, "connect", enable_foreign_keys)
-    else:
-        event.listen(engine, "checkout", discard_closed)
+    event.listen(engine, "connect" if sqlite else "checkout", enable_foreign_keys if sqlite else discard_closed)
     return engine
 
 
-engine = create_db_engine(settings.database_url)
+try:
+    engine = create_db_engine(settings.database_url)
+except ValueError as error:
+    sys.exit(f"Refusing to start: DATABASE_URL {error}")
+
+
+def create_tables() -> None:
+    """`create_all`, one process at a time: several workers or replicas may start on an empty database."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")  # takes the write lock; the others wait for it
+        else:
+            connection.exec_driver_sql("BEGIN")
+            # Held until COMMIT, in one transaction, so that it also works through a transaction pooler.
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7162534)")
+        SQLModel.metadata.create_all(connection)
+        connection.exec_driver_sql("COMMIT")
 
 
 async def get_session() -> AsyncIterator[Session]:
@@ -221,8 +273,12 @@ def local_secret() -> str:
     """A random HS256 secret for this checkout, so that no secret ships with the repository."""
     path = HERE / ".dev-secret"
     if not path.exists():
-        path.touch(mode=0o600)  # readable by you alone before it holds anything
-        path.write_text(secrets.token_urlsafe(32))
+        draft = path.with_name(f".dev-secret-{os.getpid()}")
+        draft.touch(mode=0o600)  # readable by you alone before it holds anything
+        draft.write_text(secrets.token_urlsafe(32))
+        with suppress(FileExistsError):  # workers starting together: the first secret written wins
+            path.hardlink_to(draft)
+        draft.unlink()
     return path.read_text().strip()
 
 
@@ -262,6 +318,11 @@ def verified_claims(token: str) -> tuple[str, float]:
     """The user id and expiry of a token whose signature and claims are valid; 401 saying why not.
 
     Cached: a frontend sends the same token with every request until it expires."""
+    if token.count(".") != 2:
+        raise unauthorized(
+            "Not a JWT (a Better Auth session token?): send a JWT, from authClient.token() with Better Auth's"
+            " JWT plugin, or signed with BETTER_AUTH_SECRET (see the README)"
+        )
     try:
         algorithm = jwt.get_unverified_header(token).get("alg")
         # The key decides the algorithm, never the token: HS256 only with the shared secret,
@@ -273,6 +334,8 @@ def verified_claims(token: str) -> tuple[str, float]:
             algorithms = ASYMMETRIC_ALGORITHMS
             issuer = settings.jwt_issuer or settings.better_auth_origin
             audience = settings.jwt_audience or settings.better_auth_origin
+        elif algorithm in ASYMMETRIC_ALGORITHMS:
+            raise unauthorized(f"Tokens signed with {algorithm} need BETTER_AUTH_URL set to the Better Auth server")
         else:
             raise unauthorized(f"Tokens signed with {algorithm} are not accepted here")
         claims = jwt.decode(
@@ -296,7 +359,7 @@ def verified_claims(token: str) -> tuple[str, float]:
 def verify_token(token: str) -> str:
     """Return the user id (`sub`) of a valid token; raise 401 saying what is wrong with any other."""
     user_id, expires = verified_claims(token)
-    if time.time() > expires + LEEWAY:  # checked again here, for a token verified earlier
+    if time.time() > expires + LEEWAY:  # again on every request: the signature check above is cached
         raise unauthorized("Invalid token: Signature has expired")
     return user_id
 
@@ -304,21 +367,26 @@ def verify_token(token: str) -> str:
 bearer = HTTPBearer(auto_error=False, description="A Better Auth JWT, or one from `python main.py token <user>`")
 
 
-def get_current_user(
+async def get_current_user(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> str:
+    # async: an HS256 check takes microseconds, less than a hop to a thread. A JWKS token may need
+    # the auth server's keys, a blocking fetch, so where a JWKS is configured tokens go to a thread.
     if credentials is None:
         raise unauthorized("Not authenticated: send 'Authorization: Bearer <token>'")
-    request.state.user = verify_token(credentials.credentials)
+    if settings.jwks_url:
+        request.state.user = await run_in_threadpool(verify_token, credentials.credentials)
+    else:
+        request.state.user = verify_token(credentials.credentials)
     return request.state.user
 
 
 CurrentUser = Annotated[str, Depends(get_current_user)]
 
 
-def check_path_user(user_id: Annotated[str, Path(description="Must be the caller's id")], caller: CurrentUser) -> None:
+def check_path_user(user_id: Annotated[str, Path(description="Must be the caller's id")], current_user: CurrentUser):
     """The hackathon's `/api/{user_id}/tasks` shape: the path must name the caller."""
-    if user_id != caller:
+    if user_id != current_user:
         raise HTTPException(403, "The user id in the path is not yours")
 
 
@@ -330,6 +398,130 @@ def create_token(user_id: str, lifetime: timedelta = timedelta(days=1)) -> str:
     claims = {"sub": user_id, "iat": utcnow(), "exp": utcnow() + lifetime}
     claims |= {"iss": settings.jwt_issuer, "aud": settings.jwt_audience}
     return jwt.encode({k: v for k, v in claims.items() if v is not None}, secret, algorithm="HS256")
+
+
+# --- Routes ---
+
+
+def error_responses(*codes: int) -> dict[int | str, dict]:
+    descriptions = {
+        400: "Body is not UTF-8 JSON",
+        401: "Missing or invalid token",
+        403: "Not your task, or not your user id in the path",
+        404: "Task not found",
+        413: "Request body over 64 KiB",
+        503: "Database or auth server unavailable",
+    }
+    return {code: {"model": ErrorMessage, "description": descriptions[code]} for code in codes}
+
+
+def get_owned_task(session: Session, task_id: int, owner: str) -> Task:
+    """The ownership rule, in one place: 404 if the task does not exist, 403 if it is not yours."""
+    task = session.get(Task, task_id)
+    if task is None:
+        raise HTTPException(404, "Task not found")
+    if task.user_id != owner:
+        raise HTTPException(403, "You do not own this task")
+    return task
+
+
+def write_owned_task(session: Session, task_id: int, owner: str, statement: Update | Delete) -> Task:
+    """Run an UPDATE or DELETE on the owner's task in one round trip; 404 or 403 if it is not theirs."""
+    owned = statement.where(Task.id == task_id, Task.user_id == owner).returning(Task)
+    task = session.exec(owned).scalar_one_or_none()
+    return task or get_owned_task(session, task_id, owner)
+
+
+def parse_cursor(cursor: str) -> tuple[datetime, int]:
+    microseconds, task_id = map(int, cursor.split("-"))
+    if task_id > MAX_INT:
+        raise ValueError("not a cursor from a Link header")
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=microseconds), task_id
+
+
+def cursor_after(task: Task) -> str:
+    """The position just past `task` in the newest-first order, which stays valid if `task` is deleted."""
+    return f"{(task.created_at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)}-{task.id}"
+
+
+TaskId = Annotated[int, Path(ge=1, le=MAX_INT)]
+Cursor = Annotated[str, StringConstraints(pattern=r"^\d{1,16}-\d{1,10}$"), AfterValidator(parse_cursor)]
+router = APIRouter(responses=error_responses(401, 503))
+item_errors = error_responses(403, 404)
+
+
+@router.get("")
+def list_tasks(
+    current_user: CurrentUser,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    status: Literal["all", "pending", "completed"] = "all",
+    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
+    cursor: Annotated[Cursor | None, Query(description="From the previous page's `Link` header")] = None,
+) -> list[TaskPublic]:
+    """List your tasks, newest first; when `limit` leaves some out, `Link: <…>; rel="next"` has the next page."""
+    statement = select(Task).where(Task.user_id == current_user)
+    if status != "all":
+        statement = statement.where(Task.completed == (status == "completed"))
+    if cursor:  # keyset paging: a page deep in a long list costs what the first page costs
+        statement = statement.where(tuple_(Task.created_at, Task.id) < cursor)
+    statement = statement.order_by(Task.created_at.desc(), Task.id.desc()).offset(offset)
+    tasks = session.exec(statement.limit(limit and limit + 1)).all()  # one more: is there a next page?
+    if limit and len(tasks) > limit:
+        tasks = tasks[:limit]
+        next_page = request.url.remove_query_params("offset").include_query_params(cursor=cursor_after(tasks[-1]))
+        response.headers["Link"] = f'<{next_page.path}?{next_page.query}>; rel="next"'
+    return tasks
+
+
+@router.post("", status_code=201, responses=error_responses(400, 413))
+def create_task(
+    task_in: TaskCreate, current_user: CurrentUser, session: SessionDep, request: Request, response: Response
+) -> TaskPublic:
+    """Create a task."""
+    now = utcnow()
+    new_task = insert(Task).values(**task_in.model_dump(), user_id=current_user, created_at=now, updated_at=now)
+    try:
+        task = session.exec(new_task.returning(Task)).scalar_one()
+    except exc.IntegrityError:  # the caller's first write: their users row does not exist yet
+        # Autocommit: the failed insert left nothing behind, so adding the row and retrying is safe.
+        with suppress(exc.IntegrityError):  # a concurrent first write may have just added it
+            session.exec(insert(User).values(id=current_user))
+        task = session.exec(new_task.returning(Task)).scalar_one()
+    response.headers["Location"] = f"{request.url.path}/{task.id}"
+    return task
+
+
+@router.get("/{task_id}", responses=item_errors)
+def get_task(task_id: TaskId, current_user: CurrentUser, session: SessionDep) -> TaskPublic:
+    """Get one of your tasks."""
+    return get_owned_task(session, task_id, current_user)
+
+
+@router.put("/{task_id}", responses=item_errors | error_responses(400, 413))
+def update_task(task_id: TaskId, task_in: TaskUpdate, current_user: CurrentUser, session: SessionDep) -> TaskPublic:
+    """Change any of a task's title, description and completed flag."""
+    changes = task_in.model_dump(exclude_unset=True)
+    if not changes:
+        return get_owned_task(session, task_id, current_user)
+    return write_owned_task(session, task_id, current_user, update(Task).values(**changes))
+
+
+@router.delete("/{task_id}", status_code=204, responses=item_errors)
+def delete_task(task_id: TaskId, current_user: CurrentUser, session: SessionDep) -> None:
+    """Delete a task."""
+    write_owned_task(session, task_id, current_user, delete(Task))
+
+
+@router.patch("/{task_id}/complete", responses=item_errors | error_responses(400, 413))
+def complete_task(
+    task_id: TaskId, current_user: CurrentUser, session: SessionDep, task_in: TaskComplete | None = None
+) -> TaskPublic:
+    """Toggle a task's completed flag, or set it with `{"completed": true|false}`."""
+    completed = not_(Task.completed) if task_in is None else task_in.completed
+    return write_owned_task(session, task_id, current_user, update(Task).values(completed=completed))
 
 
 # --- App ---
@@ -348,10 +540,22 @@ def accepted_tokens() -> str:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    SQLModel.metadata.create_all(engine)
-    logger.info("Database: %s", engine.url.render_as_string(hide_password=True))
+    database = engine.url.render_as_string(hide_password=True)
+    try:
+        create_tables()
+    except exc.DBAPIError as error:
+        reason = " ".join(str(error.orig).split())
+        logger.critical("Refusing to start: DATABASE_URL (%s) cannot be used: %s. Check it and retry", database, reason)
+        os._exit(1)  # an exception would add a traceback below the one line that says what to do
+    logger.info("Database: %s", database)
     logger.info("Accepting tokens: %s", accepted_tokens())
+    logger.info("Allowing browser origins: %s", ", ".join(settings.cors_origins) or "none")
+    if settings.better_auth_secret and len(settings.better_auth_secret) < 32:
+        logger.warning("BETTER_AUTH_SECRET is under 32 characters, easily guessed: openssl rand -base64 32 makes one")
     yield
+
+
+warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)  # said once, above, not per token
 
 
 def limit_body(app: ASGIApp) -> ASGIApp:
@@ -379,15 +583,31 @@ def limit_body(app: ASGIApp) -> ASGIApp:
     return limited_app
 
 
-app = FastAPI(title="Todo API", version="1.0.0", lifespan=lifespan)
+app = FastAPI(
+    title="Todo API",
+    version="1.0.0",
+    description="Your tasks, behind a Better Auth token. Click **Authorize** and paste one from"
+    " `python main.py token alice`, or a JWT from your Better Auth frontend.",
+    lifespan=lifespan,
+    generate_unique_id_function=lambda route: route.name,  # readable names for client generators
+)
+app.include_router(router, prefix="/api/tasks", tags=["tasks"])
+app.include_router(
+    router,
+    prefix="/api/{user_id}/tasks",
+    tags=["tasks under a user id"],
+    dependencies=[Depends(check_path_user)],
+    responses=error_responses(403),
+    generate_unique_id_function=lambda route: f"{route.name}_for_user",
+)
 app.add_middleware(limit_body)
 app.add_middleware(
     CORSMiddleware,
-    allow_origins=[origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()],
+    allow_origins=settings.cors_origins,
     allow_credentials=True,  # for fetch(…, {credentials: "include"}); safe, as no cookie is ever read
     allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
     allow_headers=["Authorization", "Content-Type"],
-    expose_headers=["Location"],
+    expose_headers=["Location", "Link"],
 )
 
 
@@ -418,124 +638,9 @@ async def unexpected_error(request: Request, error: Exception) -> Response:
     return JSONResponse({"detail": "Internal server error"}, 500)
 
 
-def error_responses(*codes: int) -> dict[int | str, dict]:
-    descriptions = {
-        400: "Body is not UTF-8 JSON",
-        401: "Missing or invalid token",
-        403: "Not your task, or not your user id in the path",
-        404: "Task not found",
-        413: "Request body over 64 KiB",
-        503: "Database or auth server unavailable",
-    }
-    return {code: {"model": ErrorMessage, "description": descriptions[code]} for code in codes}
-
-
-# --- Routes ---
-
-
-def get_owned_task(session: Session, task_id: int, user_id: str) -> Task:
-    """The ownership rule, in one place: 404 if the task does not exist, 403 if it is not yours."""
-    task = session.get(Task, task_id)
-    if task is None:
-        raise HTTPException(404, "Task not found")
-    if task.user_id != user_id:
-        raise HTTPException(403, "You do not own this task")
-    return task
-
-
-def write_owned_task(session: Session, task_id: int, user_id: str, statement: Update | Delete) -> Task:
-    """Run an UPDATE or DELETE on the caller's task in one round trip; 404 or 403 if it is not theirs."""
-    owned = statement.where(Task.id == task_id, Task.user_id == user_id).returning(Task)
-    task = session.exec(owned).scalar_one_or_none()
-    return task or get_owned_task(session, task_id, user_id)
-
-
-TaskId = Annotated[int, Path(ge=1, le=MAX_INT)]
-router = APIRouter(responses=error_responses(401, 503))
-item_errors = error_responses(403, 404)
-
-
-@router.get("", responses=item_errors)
-def list_tasks(
-    user_id: CurrentUser,
-    session: SessionDep,
-    status: Literal["all", "pending", "completed"] = "all",
-    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
-    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
-    starting_after: Annotated[
-        int | None, Query(ge=1, le=MAX_INT, description="Id of the last task of the previous page")
-    ] = None,
-) -> list[TaskPublic]:
-    """List your tasks, newest first."""
-    statement = select(Task).where(Task.user_id == user_id)
-    if status != "all":
-        statement = statement.where(Task.completed == (status == "completed"))
-    if starting_after is not None:
-        # Keyset paging: a page deep in a long list costs what the first page costs.
-        after = select(Task.created_at, Task.id).where(Task.id == starting_after, Task.user_id == user_id)
-        statement = statement.where(tuple_(Task.created_at, Task.id) < after.correlate(None).scalar_subquery())
-    statement = statement.order_by(Task.created_at.desc(), Task.id.desc()).offset(offset).limit(limit)
-    tasks = session.exec(statement).all()
-    if starting_after is not None and not tasks:
-        get_owned_task(session, starting_after, user_id)  # an unknown cursor is a 404, not an empty page
-    return tasks
-
-
-@router.post("", status_code=201, responses=error_responses(400, 413))
-def create_task(
-    task_in: TaskCreate, user_id: CurrentUser, session: SessionDep, request: Request, response: Response
-) -> TaskPublic:
-    """Create a task."""
-    now = utcnow()
-    new_task = insert(Task).values(**task_in.model_dump(), user_id=user_id, created_at=now, updated_at=now)
-    try:
-        task = session.exec(new_task.returning(Task)).scalar_one()
-    except exc.IntegrityError:  # the caller's first write: their users row does not exist yet
-        with suppress(exc.IntegrityError):  # unless a concurrent request has just added it
-            session.exec(insert(User).values(id=user_id))
-        task = session.exec(new_task.returning(Task)).scalar_one()
-    response.headers["Location"] = f"{request.url.path}/{task.id}"
-    return task
-
-
-@router.get("/{task_id}", responses=item_errors)
-def get_task(task_id: TaskId, user_id: CurrentUser, session: SessionDep) -> TaskPublic:
-    """Get one of your tasks."""
-    return get_owned_task(session, task_id, user_id)
-
-
-@router.put("/{task_id}", responses=item_errors | error_responses(400, 413))
-def update_task(task_id: TaskId, task_in: TaskUpdate, user_id: CurrentUser, session: SessionDep) -> TaskPublic:
-    """Change any of a task's title, description and completed flag."""
-    changes = task_in.model_dump(exclude_unset=True)
-    if not changes:
-        return get_owned_task(session, task_id, user_id)
-    return write_owned_task(session, task_id, user_id, update(Task).values(**changes))
-
-
-@router.delete("/{task_id}", status_code=204, responses=item_errors)
-def delete_task(task_id: TaskId, user_id: CurrentUser, session: SessionDep) -> None:
-    """Delete a task."""
-    write_owned_task(session, task_id, user_id, delete(Task))
-
-
-@router.patch("/{task_id}/complete", responses=item_errors | error_responses(400, 413))
-def complete_task(
-    task_id: TaskId, user_id: CurrentUser, session: SessionDep, task_in: TaskComplete | None = None
-) -> TaskPublic:
-    """Toggle a task's completed flag, or set it with `{"completed": true|false}`."""
-    completed = not_(Task.completed) if task_in is None else task_in.completed
-    return write_owned_task(session, task_id, user_id, update(Task).values(completed=completed))
-
-
-app.include_router(router, prefix="/api/tasks", tags=["tasks"])
-app.include_router(
-    router,
-    prefix="/api/{user_id}/tasks",
-    tags=["tasks under a user id"],
-    dependencies=[Depends(check_path_user)],
-    responses=error_responses(403),
-)
+@app.get("/", include_in_schema=False)
+def root() -> RedirectResponse:
+    return RedirectResponse("/docs")
 
 
 @app.get("/health", responses=error_responses(503))
@@ -545,9 +650,11 @@ def health(session: SessionDep) -> Health:
     return Health(status="ok", database="ok")
 
 
+# --- The token command ---
+
 if __name__ == "__main__":
     match sys.argv[1:]:
-        case ["token", user_id]:
+        case ["token", user_id] if user_id.strip():
             print(create_token(user_id))
         case _:
-            sys.exit("usage: python main.py token <user_id>")
+            sys.exit("usage: python main.py token <user_id>, with a non-empty user id (e.g. alice)")

@@ -1,21 +1,26 @@
-"""The contract (CONTRACT.md) as tests: routes, ownership, auth, validation, errors, configuration.
+"""The contract (CONTRACT.md) as tests: routes, ownership, auth, validation, errors, configuration, deployment.
 
 SQLite by default; on PostgreSQL when TEST_DATABASE_URL is set (the tests make their own database there).
 """
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import partialmethod
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
@@ -34,7 +39,6 @@ from sqlalchemy import create_engine, delete, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel, select
 
-import bench
 import main
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
@@ -46,6 +50,22 @@ needs_postgres = pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs Postgre
 # --- Fixtures and helpers ---
 
 
+@contextmanager
+def new_postgres_database(server_url: str):
+    """A database of our own on that server, dropped afterwards: tests never touch the data already there."""
+    server = make_url(server_url).set(drivername="postgresql+psycopg")
+    name = f"todo_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory):
     if not TEST_DATABASE_URL:
@@ -53,18 +73,10 @@ def engine(tmp_path_factory):
         yield engine
         engine.dispose()
         return
-    # A database of our own, so that tests never touch the data behind TEST_DATABASE_URL.
-    server_url = make_url(TEST_DATABASE_URL).set(drivername="postgresql+psycopg")
-    name = f"todo_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = main.create_db_engine(server_url.set(database=name).render_as_string(hide_password=False))
-    yield engine
-    engine.dispose()
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with new_postgres_database(TEST_DATABASE_URL) as url:
+        engine = main.create_db_engine(url.render_as_string(hide_password=False))
+        yield engine
+        engine.dispose()
 
 
 @pytest.fixture(autouse=True)
@@ -102,27 +114,56 @@ def make_token(user_id: str | None = "alice", key=SECRET, algorithm="HS256", hea
     return jwt.encode(payload, key, algorithm=algorithm, headers=headers)
 
 
-def auth_header(user_id: str = "alice", **token_args) -> dict[str, str]:
-    return {"Authorization": f"Bearer {make_token(user_id, **token_args)}"}
+class User:
+    """Someone signed in: `alice.get(path)` sends her token with the request (flaskr's `auth` fixture)."""
+
+    def __init__(self, client: TestClient, user_id: str):
+        self.client = client
+        self.id = user_id
+
+    def request(self, method: str, path: str, **kwargs) -> httpx2.Response:
+        headers = {"Authorization": f"Bearer {make_token(self.id)}"} | kwargs.pop("headers", {})
+        return self.client.request(method, path, headers=headers, **kwargs)
+
+    get = partialmethod(request, "GET")
+    post = partialmethod(request, "POST")
+    put = partialmethod(request, "PUT")
+    patch = partialmethod(request, "PATCH")
+    delete = partialmethod(request, "DELETE")
+
+    def create(self, title: str = "Buy milk", **fields) -> dict:
+        r = self.post("/api/tasks", json={"title": title, **fields})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def titles(self, path: str = "/api/tasks", **params) -> list[str]:
+        r = self.get(path, params=params)
+        assert r.status_code == 200, r.text
+        return [task["title"] for task in r.json()]
 
 
-def create(client, title="Buy milk", user_id="alice", **fields) -> dict:
-    r = client.post("/api/tasks", json={"title": title, **fields}, headers=auth_header(user_id))
-    assert r.status_code == 201, r.text
-    return r.json()
+@pytest.fixture
+def alice(client):
+    return User(client, "alice")
 
 
-def titles(response) -> list[str]:
-    assert response.status_code == 200, response.text
-    return [task["title"] for task in response.json()]
+@pytest.fixture
+def bob(client):
+    return User(client, "bob")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # --- Tasks: every operation under both prefixes ---
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
-def test_create_returns_the_task_and_its_location(client, prefix):
-    r = client.post(prefix, json={"title": "  Buy milk  ", "description": "2 litres"}, headers=auth_header())
+def test_create_returns_the_task_and_its_location(alice, prefix):
+    r = alice.post(prefix, json={"title": "  Buy milk  ", "description": "2 litres"})
     assert r.status_code == 201, r.text
     task = r.json()
     assert task == {
@@ -135,16 +176,16 @@ def test_create_returns_the_task_and_its_location(client, prefix):
         "updated_at": task["created_at"],
     }
     assert r.headers["Location"] == f"{prefix}/{task['id']}"
-    assert client.get(r.headers["Location"], headers=auth_header()).json() == task
+    assert alice.get(r.headers["Location"]).json() == task
 
 
-def test_create_without_description(client):
-    assert create(client, "Call mum")["description"] is None
+def test_create_without_description(alice):
+    assert alice.create("Call mum")["description"] is None
 
 
-def test_create_ignores_fields_the_caller_must_not_set(client):
+def test_create_ignores_fields_the_caller_must_not_set(alice):
     sent = {"title": "Mine", "id": 999, "user_id": "bob", "completed": True, "created_at": "2000-01-01T00:00:00Z"}
-    task = client.post("/api/tasks", json=sent, headers=auth_header("alice")).json()
+    task = alice.post("/api/tasks", json=sent).json()
     assert task["id"] != 999
     assert task["user_id"] == "alice"
     assert task["completed"] is False
@@ -152,11 +193,11 @@ def test_create_ignores_fields_the_caller_must_not_set(client):
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
-def test_list_is_mine_and_newest_first(client, prefix):
+def test_list_is_mine_and_newest_first(alice, bob, prefix):
     for title in ["first", "second", "third"]:
-        create(client, title)
-    create(client, "bob's", user_id="bob")
-    assert titles(client.get(prefix, headers=auth_header())) == ["third", "second", "first"]
+        alice.create(title)
+    bob.create("bob's")
+    assert alice.titles(prefix) == ["third", "second", "first"]
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
@@ -164,40 +205,77 @@ def test_list_is_mine_and_newest_first(client, prefix):
     ("status", "expected"),
     [("all", ["done", "open"]), ("pending", ["open"]), ("completed", ["done"]), (None, ["done", "open"])],
 )
-def test_list_filters_by_status(client, prefix, status, expected):
-    create(client, "open")
-    done = create(client, "done")
-    client.patch(f"/api/tasks/{done['id']}/complete", headers=auth_header())
-    params = {"status": status} if status else {}
-    assert titles(client.get(prefix, params=params, headers=auth_header())) == expected
+def test_list_filters_by_status(alice, prefix, status, expected):
+    alice.create("open")
+    done = alice.create("done")
+    alice.patch(f"/api/tasks/{done['id']}/complete")
+    assert alice.titles(prefix, **({"status": status} if status else {})) == expected
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
-def test_list_pages_with_limit_and_offset(client, prefix):
+def test_list_pages_with_limit_and_offset(alice, prefix):
     for n in range(5):
-        create(client, f"task {n}")
-    page = client.get(prefix, params={"limit": 2, "offset": 1}, headers=auth_header())
-    assert titles(page) == ["task 3", "task 2"]
+        alice.create(f"task {n}")
+    assert alice.titles(prefix, limit=2, offset=1) == ["task 3", "task 2"]
+
+
+def next_page(response) -> str | None:
+    """The address in a `Link: <…>; rel="next"` header, if there is one."""
+    match = re.fullmatch(r'<([^>]+)>; rel="next"', response.headers.get("Link", ""))
+    return match and match[1]
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
-def test_list_pages_after_a_task(client, prefix):
+def test_the_link_header_leads_through_every_page(alice, prefix):
     for n in range(5):
-        create(client, f"task {n}")
-    first = client.get(prefix, params={"limit": 2}, headers=auth_header()).json()
-    second = client.get(prefix, params={"limit": 2, "starting_after": first[-1]["id"]}, headers=auth_header())
-    assert titles(second) == ["task 2", "task 1"]
-    last = client.get(prefix, params={"starting_after": second.json()[-1]["id"]}, headers=auth_header())
-    assert titles(last) == ["task 0"]
+        alice.create(f"task {n}")
+    pages, address = [], f"{prefix}?limit=2"
+    while address:
+        r = alice.get(address)
+        assert r.status_code == 200, r.text
+        assert address.startswith(prefix)
+        pages.append([task["title"] for task in r.json()])
+        address = next_page(r)
+    assert pages == [["task 4", "task 3"], ["task 2", "task 1"], ["task 0"]]
 
 
-def test_list_after_an_unknown_task_is_404(client):
-    r = client.get("/api/tasks", params={"starting_after": 12345}, headers=auth_header())
-    assert r.status_code == 404, r.text
-    assert r.json() == {"detail": "Task not found"}
+def test_no_link_header_when_everything_fits(alice):
+    alice.create()
+    for params in [{}, {"limit": 1}, {"limit": 5}]:
+        r = alice.get("/api/tasks", params=params)
+        assert r.status_code == 200, r.text
+        assert "Link" not in r.headers
 
 
-def test_list_orders_same_instant_by_id(client, engine):
+def test_the_next_page_survives_deleting_or_changing_what_was_shown(alice):
+    for n in range(5):
+        alice.create(f"task {n}")
+    first = alice.get("/api/tasks", params={"limit": 2})
+    last_shown, other = first.json()[-1], first.json()[0]
+    assert alice.delete(f"/api/tasks/{last_shown['id']}").status_code == 204
+    assert alice.put(f"/api/tasks/{other['id']}", json={"title": "renamed", "completed": True}).status_code == 200
+    r = alice.get(next_page(first))
+    assert [task["title"] for task in r.json()] == ["task 2", "task 1"]
+
+
+def test_the_next_page_keeps_the_filter_and_leaves_the_offset(alice):
+    for n in range(6):
+        task = alice.create(f"task {n}")
+        alice.patch(f"/api/tasks/{task['id']}/complete", json={"completed": n % 2 == 0})
+    first = alice.get("/api/tasks", params={"status": "completed", "limit": 1, "offset": 1})
+    assert [task["title"] for task in first.json()] == ["task 2"]
+    assert [task["title"] for task in alice.get(next_page(first)).json()] == ["task 0"]
+
+
+def test_someone_elses_next_page_shows_only_your_tasks(alice, bob):
+    bob.create("bob's, older")
+    for n in range(3):
+        alice.create(f"alice's {n}")
+    address = next_page(alice.get("/api/tasks", params={"limit": 1}))
+    assert [task["title"] for task in bob.get(address).json()] == ["bob's, older"]
+
+
+def test_list_orders_same_instant_by_id(alice, engine):
     same = datetime(2030, 1, 1, tzinfo=UTC)
     with Session(engine) as session:
         session.add(main.User(id="alice", created_at=same))
@@ -205,69 +283,70 @@ def test_list_orders_same_instant_by_id(client, engine):
         for title in ["a", "b", "c"]:
             session.add(main.Task(title=title, user_id="alice", created_at=same, updated_at=same))
             session.commit()
-    assert titles(client.get("/api/tasks", headers=auth_header())) == ["c", "b", "a"]
+    assert alice.titles() == ["c", "b", "a"]
+    assert [task["title"] for task in alice.get(next_page(alice.get("/api/tasks?limit=1"))).json()] == ["b"]
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
-def test_get_one_task(client, prefix):
-    task = create(client)
-    r = client.get(f"{prefix}/{task['id']}", headers=auth_header())
+def test_get_one_task(alice, prefix):
+    task = alice.create()
+    r = alice.get(f"{prefix}/{task['id']}")
     assert r.status_code == 200, r.text
     assert r.json() == task
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
-def test_update_changes_only_what_is_sent(client, prefix):
-    task = create(client, "Old", description="keep me")
-    r = client.put(f"{prefix}/{task['id']}", json={"title": " New "}, headers=auth_header())
+def test_update_changes_only_what_is_sent(alice, prefix):
+    task = alice.create("Old", description="keep me")
+    r = alice.put(f"{prefix}/{task['id']}", json={"title": " New "})
     assert r.status_code == 200, r.text
     updated = r.json()
     assert updated == task | {"title": "New", "updated_at": updated["updated_at"]}
     assert updated["updated_at"] > task["updated_at"]
-    assert client.get(f"/api/tasks/{task['id']}", headers=auth_header()).json() == updated
+    assert alice.get(f"/api/tasks/{task['id']}").json() == updated
 
 
-def test_update_every_field(client):
-    task = create(client, "Old", description="old")
+def test_update_every_field(alice):
+    task = alice.create("Old", description="old")
     changes = {"title": "New", "description": None, "completed": True}
-    r = client.put(f"/api/tasks/{task['id']}", json=changes, headers=auth_header())
+    r = alice.put(f"/api/tasks/{task['id']}", json=changes)
     assert r.status_code == 200, r.text
     assert {name: r.json()[name] for name in changes} == changes
 
 
-def test_update_with_nothing_changes_nothing(client):
-    task = create(client)
-    r = client.put(f"/api/tasks/{task['id']}", json={}, headers=auth_header())
+def test_update_with_nothing_changes_nothing(alice):
+    task = alice.create()
+    r = alice.put(f"/api/tasks/{task['id']}", json={})
     assert r.status_code == 200, r.text
     assert r.json() == task
 
 
-def test_update_ignores_fields_the_caller_must_not_set(client):
-    task = create(client)
+def test_update_ignores_fields_the_caller_must_not_set(alice):
+    task = alice.create()
     sent = {"id": 999, "user_id": "bob", "created_at": "2000-01-01T00:00:00Z", "title": "Mine"}
-    r = client.put(f"/api/tasks/{task['id']}", json=sent, headers=auth_header())
+    r = alice.put(f"/api/tasks/{task['id']}", json=sent)
     assert r.status_code == 200, r.text
     assert r.json() | {"title": "Buy milk", "updated_at": task["updated_at"]} == task
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
-def test_delete_returns_204_and_the_task_is_gone(client, prefix):
-    task = create(client)
-    r = client.delete(f"{prefix}/{task['id']}", headers=auth_header())
+def test_delete_returns_204_and_the_task_is_gone(alice, prefix):
+    task = alice.create()
+    r = alice.delete(f"{prefix}/{task['id']}")
     assert r.status_code == 204, r.text
     assert r.content == b""
-    assert client.get(f"/api/tasks/{task['id']}", headers=auth_header()).status_code == 404
-    assert client.delete(f"{prefix}/{task['id']}", headers=auth_header()).status_code == 404
+    assert alice.get(f"/api/tasks/{task['id']}").status_code == 404
+    assert alice.delete(f"{prefix}/{task['id']}").status_code == 404
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
-def test_complete_without_body_toggles(client, prefix):
-    task = create(client)
-    first = client.patch(f"{prefix}/{task['id']}/complete", headers=auth_header())
+def test_complete_without_body_toggles(alice, prefix):
+    task = alice.create()
+    first = alice.patch(f"{prefix}/{task['id']}/complete")
     assert first.status_code == 200, first.text
     assert first.json()["completed"] is True
     assert first.json()["updated_at"] > task["updated_at"]
-    second = client.patch(f"{prefix}/{task['id']}/complete", headers=auth_header())
+    second = alice.patch(f"{prefix}/{task['id']}/complete")
     assert second.json()["completed"] is False
     assert second.json()["updated_at"] > first.json()["updated_at"]
     assert second.json()["created_at"] == task["created_at"]
@@ -275,16 +354,16 @@ def test_complete_without_body_toggles(client, prefix):
 
 @pytest.mark.parametrize("prefix", PREFIXES)
 @pytest.mark.parametrize("value", [True, False])
-def test_complete_with_body_sets_the_value(client, prefix, value):
-    task = create(client)
+def test_complete_with_body_sets_the_value(alice, prefix, value):
+    task = alice.create()
     for _ in range(2):
-        r = client.patch(f"{prefix}/{task['id']}/complete", json={"completed": value}, headers=auth_header())
+        r = alice.patch(f"{prefix}/{task['id']}/complete", json={"completed": value})
         assert r.status_code == 200, r.text
         assert r.json()["completed"] is value
 
 
-def test_timestamps_are_utc_iso_8601_with_an_offset(client):
-    task = create(client)
+def test_timestamps_are_utc_iso_8601_with_an_offset(alice):
+    task = alice.create()
     for name in ["created_at", "updated_at"]:
         stamp = datetime.fromisoformat(task[name])
         assert stamp.utcoffset() == timedelta(0)
@@ -294,77 +373,76 @@ def test_timestamps_are_utc_iso_8601_with_an_offset(client):
 # --- Data ---
 
 
-def test_first_write_creates_the_user_and_deleting_the_user_deletes_their_tasks(client, engine):
-    create(client, user_id="alice")
-    create(client, user_id="bob")
+def test_first_write_creates_the_user_and_deleting_the_user_deletes_their_tasks(alice, bob, engine):
+    alice.create()
+    bob.create()
     with Session(engine) as session:
         assert sorted(session.exec(select(main.User.id)).all()) == ["alice", "bob"]
         session.exec(delete(main.User).where(main.User.id == "alice"))
-    assert client.get("/api/tasks", headers=auth_header("alice")).json() == []
-    assert titles(client.get("/api/tasks", headers=auth_header("bob"))) == ["Buy milk"]
-    create(client, user_id="alice")  # and a returning user gets their row back
+    assert alice.titles() == []
+    assert bob.titles() == ["Buy milk"]
+    alice.create()  # and a returning user gets their row back
 
 
-def test_reading_creates_no_user(client, engine):
-    client.get("/api/tasks", headers=auth_header("reader"))
+def test_reading_creates_no_user(alice, engine):
+    alice.get("/api/tasks")
     with Session(engine) as session:
-        assert session.get(main.User, "reader") is None
+        assert session.get(main.User, "alice") is None
+
+
+def test_a_deleted_tasks_id_is_never_given_again(alice, bob):
+    alice.create("first")
+    newest = alice.create("second")
+    assert alice.delete(f"/api/tasks/{newest['id']}").status_code == 204
+    assert bob.create()["id"] > newest["id"]
+    assert alice.get(f"/api/tasks/{newest['id']}").status_code == 404  # not bob's new task: a 403
 
 
 # --- Ownership ---
 
-ITEM_ROUTES = [("GET", ""), ("PUT", ""), ("DELETE", ""), ("PATCH", "/complete")]
-OPERATIONS = [("GET", ""), ("POST", "")] + [(method, "/1" + suffix) for method, suffix in ITEM_ROUTES]
+ITEM_ROUTES = [("GET", "/{id}"), ("PUT", "/{id}"), ("DELETE", "/{id}"), ("PATCH", "/{id}/complete")]
+OPERATIONS = [("GET", ""), ("POST", ""), *ITEM_ROUTES]
 BODIES = {"PUT": {"title": "mine now"}, "POST": {"title": "x"}}
 
 
 @pytest.mark.parametrize("prefix", ["/api/tasks", "/api/bob/tasks"])
-@pytest.mark.parametrize(("method", "suffix"), ITEM_ROUTES)
-def test_someone_elses_task_is_403_and_unchanged(client, prefix, method, suffix):
-    task = create(client, user_id="alice")
-    r = client.request(method, f"{prefix}/{task['id']}{suffix}", json=BODIES.get(method), headers=auth_header("bob"))
+@pytest.mark.parametrize(("method", "route"), ITEM_ROUTES)
+def test_someone_elses_task_is_403_and_unchanged(alice, bob, prefix, method, route):
+    task = alice.create()
+    r = bob.request(method, prefix + route.format(id=task["id"]), json=BODIES.get(method))
     assert r.status_code == 403, r.text
     assert r.json() == {"detail": "You do not own this task"}
-    assert client.get(f"/api/tasks/{task['id']}", headers=auth_header("alice")).json() == task
+    assert alice.get(f"/api/tasks/{task['id']}").json() == task
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
-@pytest.mark.parametrize(("method", "suffix"), ITEM_ROUTES)
-def test_a_task_that_does_not_exist_is_404(client, prefix, method, suffix):
-    r = client.request(method, f"{prefix}/424242{suffix}", json=BODIES.get(method), headers=auth_header())
+@pytest.mark.parametrize(("method", "route"), ITEM_ROUTES)
+def test_a_task_that_does_not_exist_is_404(alice, prefix, method, route):
+    r = alice.request(method, prefix + route.format(id=424242), json=BODIES.get(method))
     assert r.status_code == 404, r.text
     assert r.json() == {"detail": "Task not found"}
 
 
 @pytest.mark.parametrize("status", ["all", "pending", "completed"])
-def test_no_status_filter_shows_someone_elses_tasks(client, status):
+def test_no_status_filter_shows_someone_elses_tasks(alice, bob, status):
     for completed in [False, True]:
-        task = create(client, user_id="alice")
-        client.patch(f"/api/tasks/{task['id']}/complete", json={"completed": completed}, headers=auth_header())
-    r = client.get("/api/tasks", params={"status": status}, headers=auth_header("bob"))
-    assert r.status_code == 200, r.text
-    assert r.json() == []
+        task = alice.create()
+        alice.patch(f"/api/tasks/{task['id']}/complete", json={"completed": completed})
+    assert bob.titles(status=status) == []
 
 
-def test_paging_after_someone_elses_task_is_403(client):
-    task = create(client, user_id="alice")
-    r = client.get("/api/tasks", params={"starting_after": task["id"]}, headers=auth_header("bob"))
-    assert r.status_code == 403, r.text
-
-
-@pytest.mark.parametrize(("method", "suffix"), OPERATIONS)
-def test_another_user_id_in_the_path_is_403(client, method, suffix):
-    task = create(client, user_id="alice")
-    path = f"/api/alice/tasks{suffix}".replace("/1", f"/{task['id']}")
-    r = client.request(method, path, json=BODIES.get(method), headers=auth_header("bob"))
+@pytest.mark.parametrize(("method", "route"), OPERATIONS)
+def test_another_user_id_in_the_path_is_403(alice, bob, method, route):
+    task = alice.create()
+    r = bob.request(method, "/api/alice/tasks" + route.format(id=task["id"]), json=BODIES.get(method))
     assert r.status_code == 403, r.text
     assert r.json() == {"detail": "The user id in the path is not yours"}
-    assert titles(client.get("/api/tasks", headers=auth_header("alice"))) == ["Buy milk"]
+    assert alice.get("/api/tasks").json() == [task]
 
 
 # --- Auth ---
 
-ALL_ROUTES = [(method, prefix + suffix) for prefix in PREFIXES for method, suffix in OPERATIONS]
+ALL_ROUTES = [(method, prefix + route.format(id=1)) for prefix in PREFIXES for method, route in OPERATIONS]
 
 
 @pytest.mark.parametrize(("method", "path"), ALL_ROUTES)
@@ -595,7 +673,15 @@ def test_asymmetric_tokens_without_a_jwks_configured_are_401(client):
     private_key = ed25519.Ed25519PrivateKey.generate()
     r = get_tasks(client, make_token(key=private_key, algorithm="EdDSA", headers={"kid": "k"}))
     assert r.status_code == 401, r.text
-    assert "EdDSA are not accepted" in r.json()["detail"]
+    assert r.json()["detail"] == "Tokens signed with EdDSA need BETTER_AUTH_URL set to the Better Auth server"
+
+
+@pytest.mark.parametrize("token", ["Hd8sNcQ4rW2xT7vLp9KmZ3bYf6GjA1uE", "Hd8sNcQ4rW2xT7vLp9KmZ3bYf6GjA1uE.c2lnbmF0dXJl"])
+def test_a_better_auth_session_token_is_401_saying_how_to_get_a_jwt(client, token):
+    r = get_tasks(client, token)
+    assert r.status_code == 401, r.text
+    assert "session token" in r.json()["detail"]
+    assert "authClient.token()" in r.json()["detail"]
 
 
 def test_hs256_tokens_are_still_accepted_beside_the_jwks(client, jwks, monkeypatch):
@@ -688,10 +774,11 @@ def test_a_failing_jwks_is_asked_again_only_after_ten_seconds(client, jwks, monk
     assert jwks.requests == 2
 
 
-def test_the_user_is_attached_to_the_request(client):
+
+def test_the_user_is_attached_to_the_request():
     request = SimpleNamespace(state=SimpleNamespace())
     credentials = SimpleNamespace(credentials=make_token("carol"))
-    assert main.get_current_user(request, credentials) == "carol"
+    assert asyncio.run(main.get_current_user(request, credentials)) == "carol"
     assert request.state.user == "carol"
 
 
@@ -701,61 +788,60 @@ def test_the_user_is_attached_to_the_request(client):
 @pytest.mark.parametrize(
     "body",
     [
-        {},
-        {"title": ""},
-        {"title": "   "},
-        {"title": "x" * 201},
-        {"title": None},
-        {"title": 42},
-        {"title": ["a"]},
-        {"title": "nul \x00 inside"},
-        {"title": "ok", "description": "x" * 1001},
-        {"title": "ok", "description": 7},
-        {"title": "ok", "description": "nul \x00"},
+        pytest.param({}, id="no-title"),
+        pytest.param({"title": ""}, id="empty-title"),
+        pytest.param({"title": "   "}, id="blank-title"),
+        pytest.param({"title": "x" * 201}, id="long-title"),
+        pytest.param({"title": None}, id="null-title"),
+        pytest.param({"title": 42}, id="number-title"),
+        pytest.param({"title": ["a"]}, id="list-title"),
+        pytest.param({"title": "nul \x00 inside"}, id="nul-title"),
+        pytest.param({"title": "ok", "description": "x" * 1001}, id="long-description"),
+        pytest.param({"title": "ok", "description": 7}, id="number-description"),
+        pytest.param({"title": "ok", "description": "nul \x00"}, id="nul-description"),
     ],
 )
-def test_create_rejects_bad_fields_with_422(client, body):
-    r = client.post("/api/tasks", json=body, headers=auth_header())
+def test_create_rejects_bad_fields_with_422(alice, body):
+    r = alice.post("/api/tasks", json=body)
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"][0] == "body"
-    assert client.get("/api/tasks", headers=auth_header()).json() == []
+    assert alice.titles() == []
 
 
-def test_create_accepts_the_limits(client):
-    task = create(client, "  " + "x" * 200 + "  ", description="y" * 1000)
+def test_create_accepts_the_limits(alice):
+    task = alice.create("  " + "x" * 200 + "  ", description="y" * 1000)
     assert len(task["title"]) == 200
 
 
 @pytest.mark.parametrize(
     "body",
     [
-        {"title": None},
-        {"completed": None},
-        {"title": ""},
-        {"completed": "yes"},
-        {"completed": 1},
-        {"description": "x" * 1001},
+        pytest.param({"title": None}, id="null-title"),
+        pytest.param({"completed": None}, id="null-completed"),
+        pytest.param({"title": ""}, id="empty-title"),
+        pytest.param({"completed": "yes"}, id="string-completed"),
+        pytest.param({"completed": 1}, id="number-completed"),
+        pytest.param({"description": "x" * 1001}, id="long-description"),
     ],
 )
-def test_update_rejects_bad_fields_with_422(client, body):
-    task = create(client)
-    r = client.put(f"/api/tasks/{task['id']}", json=body, headers=auth_header())
+def test_update_rejects_bad_fields_with_422(alice, body):
+    task = alice.create()
+    r = alice.put(f"/api/tasks/{task['id']}", json=body)
     assert r.status_code == 422, r.text
-    assert client.get(f"/api/tasks/{task['id']}", headers=auth_header()).json() == task
+    assert alice.get(f"/api/tasks/{task['id']}").json() == task
 
 
 @pytest.mark.parametrize("body", ['{"completed": null}', '{"completed": "true"}', "[]", "{"])
-def test_complete_rejects_a_bad_body_with_422(client, body):
-    task = create(client)
-    headers = auth_header() | {"Content-Type": "application/json"}
-    r = client.patch(f"/api/tasks/{task['id']}/complete", content=body, headers=headers)
+def test_complete_rejects_a_bad_body_with_422(alice, body):
+    task = alice.create()
+    r = alice.patch(f"/api/tasks/{task['id']}/complete", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == 422, r.text
+    assert alice.get(f"/api/tasks/{task['id']}").json() == task
 
 
 @pytest.mark.parametrize("raw", ['{"title": "\\ud800"}', '{"title": "ok", "description": "\\udfff"}', "{not json"])
-def test_text_no_database_can_store_and_broken_json_are_422(client, raw):
-    headers = auth_header() | {"Content-Type": "application/json"}
-    r = client.post("/api/tasks", content=raw, headers=headers)
+def test_text_no_database_can_store_and_broken_json_are_422(alice, raw):
+    r = alice.post("/api/tasks", content=raw, headers={"Content-Type": "application/json"})
     assert r.status_code == 422, r.text
     assert r.json()["detail"]
 
@@ -770,18 +856,21 @@ def test_text_no_database_can_store_and_broken_json_are_422(client, raw):
         {"offset": -1},
         {"offset": 2**31},
         {"offset": 2**63},
-        {"starting_after": 2**31},
+        {"cursor": "abc"},
+        {"cursor": "1-2-3"},
+        {"cursor": f"1-{2**31}"},
+        {"cursor": f"{10**17}-1"},
     ],
 )
-def test_bad_list_parameters_are_422(client, params):
-    r = client.get("/api/tasks", params=params, headers=auth_header())
+def test_bad_list_parameters_are_422(alice, params):
+    r = alice.get("/api/tasks", params=params)
     assert r.status_code == 422, r.text
 
 
 @pytest.mark.parametrize("task_id", ["abc", "1.5", "0", "-1", str(2**31), str(2**63), "9" * 40])
-@pytest.mark.parametrize(("method", "suffix"), ITEM_ROUTES)
-def test_task_ids_that_cannot_exist_are_422(client, task_id, method, suffix):
-    r = client.request(method, f"/api/tasks/{task_id}{suffix}", json=BODIES.get(method), headers=auth_header())
+@pytest.mark.parametrize(("method", "route"), ITEM_ROUTES)
+def test_task_ids_that_cannot_exist_are_422(alice, task_id, method, route):
+    r = alice.request(method, "/api/tasks" + route.format(id=task_id), json=BODIES.get(method))
     assert r.status_code == 422, r.text
 
 
@@ -789,28 +878,29 @@ def test_task_ids_that_cannot_exist_are_422(client, task_id, method, suffix):
 
 
 @pytest.mark.parametrize("chunked", [False, True])
-def test_a_body_over_64_kib_is_413(client, chunked):
+def test_a_body_over_64_kib_is_413(alice, chunked):
     body = json.dumps({"title": "x", "description": "y" * 65536}).encode()
     content = iter([body[:1000], body[1000:]]) if chunked else body
-    headers = auth_header() | {"Content-Type": "application/json"}
-    r = client.post("/api/tasks", content=content, headers=headers)
+    r = alice.post("/api/tasks", content=content, headers={"Content-Type": "application/json"})
     assert r.status_code == 413, r.text
     assert r.json() == {"detail": "Request body is larger than 65536 bytes"}
-    assert client.get("/api/tasks", headers=auth_header()).json() == []
+    assert alice.titles() == []
 
 
-def test_a_body_of_exactly_64_kib_is_read(client):
+def test_a_body_of_exactly_64_kib_is_read(alice):
     body = json.dumps({"title": "x", "description": ""}).encode()
     body = body[:-1] + b" " * (65536 - len(body)) + b"}"
-    r = client.post("/api/tasks", content=body, headers=auth_header() | {"Content-Type": "application/json"})
+    r = alice.post("/api/tasks", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == 201, r.text
 
 
-def test_unknown_route_and_wrong_method_are_json(client):
-    assert client.get("/api/nothing-here", headers=auth_header()).json() == {"detail": "Not Found"}
-    r = client.post("/health")
+def test_unknown_route_and_wrong_method_are_json(alice):
+    assert alice.get("/api/nothing-here").json() == {"detail": "Not Found"}
+    r = alice.post("/health")
     assert r.status_code == 405
     assert r.json() == {"detail": "Method Not Allowed"}
+    assert r.headers["Allow"] == "GET"
+    assert alice.request("PATCH", "/api/tasks").headers["Allow"] == "GET, POST"
 
 
 def test_an_unexpected_error_is_500_without_internals(monkeypatch):
@@ -819,15 +909,9 @@ def test_an_unexpected_error_is_500_without_internals(monkeypatch):
 
     monkeypatch.setattr(main, "get_owned_task", broken)
     with TestClient(main.app, raise_server_exceptions=False) as client:
-        r = client.get("/api/tasks/1", headers=auth_header())
+        r = User(client, "alice").get("/api/tasks/1")
     assert r.status_code == 500
     assert r.json() == {"detail": "Internal server error"}
-
-
-@pytest.fixture
-def unreachable_database(monkeypatch):
-    nobody_listens = bench.free_port()
-    monkeypatch.setattr(main, "engine", main.create_db_engine(f"postgresql://postgres@127.0.0.1:{nobody_listens}/todo"))
 
 
 def test_health(client):
@@ -837,9 +921,10 @@ def test_health(client):
 
 
 @pytest.mark.parametrize("path", ["/health", "/api/tasks", "/api/tasks/1"])
-def test_database_unreachable_is_503(path, unreachable_database):
-    client = TestClient(main.app)  # not entered: the lifespan would need the database
-    r = client.get(path, headers=auth_header())
+def test_database_unreachable_is_503(monkeypatch, path):
+    nobody_listens = f"postgresql://postgres@127.0.0.1:{free_port()}/todo"
+    monkeypatch.setattr(main, "engine", main.create_db_engine(nobody_listens))
+    r = User(TestClient(main.app), "alice").get(path)  # not entered: the lifespan would need the database
     assert r.status_code == 503, r.text
     assert r.json() == {"detail": "Database unavailable, try again shortly"}
 
@@ -847,16 +932,20 @@ def test_database_unreachable_is_503(path, unreachable_database):
 # --- Docs and CORS ---
 
 
-def test_openapi_documents_auth_and_errors(client):
+def test_openapi_documents_auth_errors_and_readable_operation_ids(client):
     spec = client.get("/openapi.json").json()
+    assert spec["info"]["description"]
     assert spec["components"]["securitySchemes"]["HTTPBearer"] == {
         "type": "http",
         "scheme": "bearer",
         "description": main.bearer.model.description,
     }
     operations = [(path, method, op) for path, item in spec["paths"].items() for method, op in item.items()]
+    names = ["list_tasks", "create_task", "get_task", "update_task", "delete_task", "complete_task"]
+    assert sorted(op["operationId"] for _, _, op in operations) == sorted(
+        ["health", *names, *(f"{name}_for_user" for name in names)]
+    )
     task_operations = [(path, method, op) for path, method, op in operations if path.startswith("/api")]
-    assert len(task_operations) == 12
     for path, method, operation in task_operations:
         assert {"HTTPBearer": []} in operation["security"], (path, method)
         assert {"401", "503"} <= operation["responses"].keys(), (path, method)
@@ -865,27 +954,37 @@ def test_openapi_documents_auth_and_errors(client):
         if method in ("post", "put", "patch"):
             assert "413" in operation["responses"], (path, method)
         assert operation["summary"] and operation["description"], (path, method)
-    assert client.get("/docs").status_code == 200
 
 
-def test_cors_lets_the_frontend_send_a_token(client):
+def test_docs_offer_a_realistic_example_and_the_root_leads_there(client):
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["TaskCreate"]["examples"] == [{"title": "Buy milk", "description": "Two litres, oat"}]
+    assert schemas["TaskUpdate"]["examples"][0]["title"] == "Buy oat milk"
+    r = client.get("/", follow_redirects=False)
+    assert r.status_code == 307
+    assert r.headers["Location"] == "/docs"
+    assert "swagger-ui" in client.get("/").text
+
+
+def test_cors_lets_the_frontend_send_a_token_and_read_the_headers(alice):
     preflight = {
         "Origin": "http://localhost:3000",
         "Access-Control-Request-Method": "PUT",
         "Access-Control-Request-Headers": "authorization,content-type",
     }
-    r = client.options("/api/tasks/1", headers=preflight)
+    r = alice.client.options("/api/tasks/1", headers=preflight)
     assert r.status_code == 200, r.text
     assert r.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
     assert {"authorization", "content-type"} <= set(r.headers["Access-Control-Allow-Headers"].lower().split(", "))
-    r = client.get("/api/tasks", headers=auth_header() | {"Origin": "http://localhost:3000"})
+    r = alice.get("/api/tasks", headers={"Origin": "http://localhost:3000"})
     assert r.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    assert set(r.headers["Access-Control-Expose-Headers"].split(", ")) == {"Location", "Link"}
 
 
-def test_cors_ignores_other_origins(client):
+def test_cors_ignores_other_origins(alice):
     preflight = {"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
-    assert "Access-Control-Allow-Origin" not in client.options("/api/tasks", headers=preflight).headers
-    r = client.get("/api/tasks", headers=auth_header() | {"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in alice.client.options("/api/tasks", headers=preflight).headers
+    r = alice.get("/api/tasks", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in r.headers
 
 
@@ -903,31 +1002,35 @@ def test_neon_urls_run_with_psycopg_and_keep_their_parameters(scheme):
 
 def test_local_secret_serves_sqlite_only(client, monkeypatch, tmp_path):
     monkeypatch.setattr(main, "HERE", tmp_path)
-    monkeypatch.setattr(main, "local_secret", cache(main.local_secret.__wrapped__))  # not the cached one
     monkeypatch.setattr(main.settings, "better_auth_secret", None)
+    main.local_secret.cache_clear()
     token = main.create_token("alice")
+    main.local_secret.cache_clear()
     assert get_tasks(client, token).status_code == 200
-    assert (tmp_path / ".dev-secret").stat().st_mode & 0o077 == 0
+    if os.name == "posix":
+        assert (tmp_path / ".dev-secret").stat().st_mode & 0o077 == 0
     monkeypatch.setattr(main.settings, "database_url", "postgresql://db.example/todo")
     monkeypatch.setattr(main.settings, "better_auth_url", "http://127.0.0.1:9")
     main.verified_claims.cache_clear()  # as in a new process with that configuration
     assert get_tasks(client, token).status_code == 401
 
 
+VARIABLES = ["DATABASE_URL", "BETTER_AUTH_SECRET", "BETTER_AUTH_URL", "BETTER_AUTH_JWKS_URL", "JWT_ISSUER"]
+
+
 @pytest.fixture
 def fresh_checkout(tmp_path):
     """main.py alone in a folder, and an environment with none of its variables set."""
     shutil.copy(Path(main.__file__), tmp_path / "main.py")
-    names = {
-        "DATABASE_URL",
-        "BETTER_AUTH_SECRET",
-        "BETTER_AUTH_URL",
-        "BETTER_AUTH_JWKS_URL",
-        "JWT_ISSUER",
-        "JWT_AUDIENCE",
-    }
-    env = {name: value for name, value in os.environ.items() if name not in names and name != "CORS_ORIGINS"}
+    unset = {*VARIABLES, "JWT_AUDIENCE", "CORS_ORIGINS"}
+    env = {name: value for name, value in os.environ.items() if name not in unset}
     return SimpleNamespace(path=tmp_path, env=env)
+
+
+def start(checkout, env: dict, *options: str) -> subprocess.CompletedProcess:
+    """`uvicorn main:app` that is expected to refuse to start; what it printed."""
+    command = [sys.executable, "-m", "uvicorn", "main:app", "--port", str(free_port()), *options]
+    return subprocess.run(command, cwd=checkout.path, env=env, capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize("where", ["environment", "environment, secrets empty", ".env, secrets empty"])
@@ -940,14 +1043,7 @@ def test_a_deployment_that_cannot_verify_tokens_refuses_to_start(fresh_checkout,
         (fresh_checkout.path / ".env").write_text("".join(f"{name}={value}\n" for name, value in variables.items()))
     else:
         env = env | variables
-    r = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "main:app"],
-        cwd=fresh_checkout.path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r = start(fresh_checkout, env)
     assert r.returncode != 0
     assert r.stderr.strip().splitlines() == [
         "Refusing to start: DATABASE_URL is a deployment database but neither BETTER_AUTH_SECRET"
@@ -955,26 +1051,86 @@ def test_a_deployment_that_cannot_verify_tokens_refuses_to_start(fresh_checkout,
     ]
 
 
-def serve(checkout, env) -> tuple[subprocess.Popen, str, str]:
-    port = bench.free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "main:app", "--port", str(port)],
-        cwd=checkout.path,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    log = ""
-    while "Application startup complete" not in log:
-        line = server.stderr.readline()
-        assert line, f"uvicorn exited: {log}"
-        log += line
-    return server, f"http://127.0.0.1:{port}", log
+@pytest.mark.parametrize(
+    ("variables", "says"),
+    [
+        pytest.param(
+            {"DATABASE_URL": "postgresq://user:pw@db.example/todo"},
+            "DATABASE_URL has an unknown scheme 'postgresq': use postgresql:// or sqlite:///",
+            id="misspelt-scheme",
+        ),
+        pytest.param(
+            {"DATABASE_URL": "user:pw@ep-example-pooler.example/neondb?sslmode=require"},
+            "DATABASE_URL is not a database URL: paste the whole postgresql://USER:PASSWORD@HOST/DB?… string",
+            id="no-scheme",
+        ),
+        pytest.param(
+            {"CORS_ORIGINS": "http://localhost:3000,localhost:3001"},
+            "CORS_ORIGINS has 'localhost:3001', which is not an origin: write scheme://host[:port]",
+            id="not-an-origin",
+        ),
+        pytest.param(
+            {"BETTER_AUTH_SECRET": main.PLACEHOLDER_SECRET},
+            "BETTER_AUTH_SECRET is the placeholder from .env.example: set it to the frontend's BETTER_AUTH_SECRET",
+            id="placeholder-secret",
+        ),
+    ],
+)
+def test_a_configuration_mistake_ends_startup_with_one_line_saying_what_to_do(fresh_checkout, variables, says):
+    r = start(fresh_checkout, fresh_checkout.env | {"BETTER_AUTH_SECRET": SECRET} | variables)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines() == [f"Refusing to start: {says}"]
+
+
+def test_env_example_holds_the_placeholder_the_api_refuses():
+    env_example = (Path(main.__file__).parent / ".env.example").read_text()
+    assert f"BETTER_AUTH_SECRET={main.PLACEHOLDER_SECRET}\n" in env_example
+
+
+def unreachable_databases() -> list:
+    cases = [pytest.param("sqlite:////no/such/folder/todo.db", "unable to open database file", id="sqlite-no-folder")]
+    if TEST_DATABASE_URL:
+        server = make_url(TEST_DATABASE_URL)
+        nobody_listens = server.set(host="127.0.0.1", port=free_port())
+        cases += [
+            pytest.param(nobody_listens, "Connection refused", id="postgres-unreachable-host"),
+            pytest.param(server.set(database="no_such_db"), 'database "no_such_db" does not exist', id="no-database"),
+        ]
+    return cases
+
+
+@pytest.mark.parametrize(("url", "reason"), unreachable_databases())
+def test_a_database_that_cannot_be_reached_ends_startup_with_one_line(fresh_checkout, url, reason):
+    database_url = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    r = start(fresh_checkout, fresh_checkout.env | {"DATABASE_URL": database_url, "BETTER_AUTH_SECRET": SECRET})
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    [line] = [line for line in r.stderr.splitlines() if "DATABASE_URL" in line]
+    assert line.startswith("CRITICAL: Refusing to start: DATABASE_URL (")
+    assert reason in line
+    assert line.endswith("Check it and retry")
+
+
+@contextmanager
+def serving(checkout, env: dict, *options: str, workers: int = 1):
+    """`uvicorn main:app` running until the block ends; yields its address and what it has logged."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "main:app", "--port", str(port), *options]
+    server = subprocess.Popen(command, cwd=checkout.path, env=env, stderr=subprocess.PIPE, text=True)
+    log = SimpleNamespace(text="")
+    try:
+        while log.text.count("Application startup complete") < workers:
+            line = server.stderr.readline()
+            assert line, f"uvicorn exited: {log.text}"
+            log.text += line
+        yield f"http://127.0.0.1:{port}", log
+    finally:
+        server.terminate()
+        log.text += server.communicate(timeout=30)[1]
 
 
 def test_quickstart_serves_on_sqlite_with_a_local_token(fresh_checkout):
-    server, url, log = serve(fresh_checkout, fresh_checkout.env)
-    try:
+    with serving(fresh_checkout, fresh_checkout.env) as (url, log):
         token = subprocess.run(
             [sys.executable, "main.py", "token", "alice"],
             cwd=fresh_checkout.path,
@@ -985,25 +1141,42 @@ def test_quickstart_serves_on_sqlite_with_a_local_token(fresh_checkout):
         r = httpx2.post(f"{url}/api/tasks", json={"title": "hello"}, headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 201, r.text
         assert (fresh_checkout.path / "todo.db").exists()
-    finally:
-        server.terminate()
-        log += server.communicate()[1]
-    assert "sqlite:///" in log
-    assert "HS256 (local secret" in log
-    assert (fresh_checkout.path / ".dev-secret").read_text() not in log
+    assert "sqlite:///" in log.text
+    assert "HS256 (local secret" in log.text
+    assert "Allowing browser origins: http://localhost:3000" in log.text
+    assert (fresh_checkout.path / ".dev-secret").read_text() not in log.text
 
 
-def test_cors_origins_is_a_comma_separated_list(fresh_checkout):
-    env = fresh_checkout.env | {"CORS_ORIGINS": "https://app.example, https://admin.example"}
-    server, url, _ = serve(fresh_checkout, env)
-    try:
-        for origin, allowed in [("https://admin.example", True), ("http://localhost:3000", False)]:
+def test_the_token_command_refuses_an_empty_user_id(fresh_checkout):
+    r = subprocess.run(
+        [sys.executable, "main.py", "token", ""], cwd=fresh_checkout.path, env=fresh_checkout.env, capture_output=True
+    )
+    assert r.returncode != 0
+    assert b"non-empty user id" in r.stderr
+
+
+def test_cors_origins_is_a_list_written_as_copied_from_the_address_bar(fresh_checkout):
+    env = fresh_checkout.env | {"CORS_ORIGINS": "https://app.example/, https://admin.example"}
+    with serving(fresh_checkout, env) as (url, log):
+        for origin, allowed in [("https://app.example", True), ("https://admin.example", True)]:
             preflight = {"Origin": origin, "Access-Control-Request-Method": "GET"}
             r = httpx2.options(f"{url}/api/tasks", headers=preflight)
             assert (r.headers.get("Access-Control-Allow-Origin") == origin) is allowed, (origin, r.headers)
-    finally:
-        server.terminate()
-        server.communicate()
+        r = httpx2.options(f"{url}/api/tasks", headers={"Origin": "http://localhost:3000"})
+        assert "Access-Control-Allow-Origin" not in r.headers
+    assert "Allowing browser origins: https://app.example, https://admin.example" in log.text
+
+
+def test_a_short_secret_starts_with_one_warning(fresh_checkout):
+    short = "only-twenty-chars-xx"
+    with serving(fresh_checkout, fresh_checkout.env | {"BETTER_AUTH_SECRET": short}) as (url, log):
+        with pytest.warns(jwt.InsecureKeyLengthWarning):  # what PyJWT says on every use of such a key
+            token = make_token(key=short)
+        assert httpx2.get(f"{url}/api/tasks", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    warnings = [line for line in log.text.splitlines() if "WARNING" in line or "Warning" in line]
+    assert warnings == [
+        "WARNING:  BETTER_AUTH_SECRET is under 32 characters, easily guessed: openssl rand -base64 32 makes one"
+    ]
 
 
 @needs_postgres
@@ -1014,14 +1187,152 @@ def test_startup_log_masks_the_password_and_never_shows_the_secret(fresh_checkou
         "BETTER_AUTH_SECRET": SECRET,
         "BETTER_AUTH_URL": "http://localhost:3000",
     }
-    server, _, log = serve(fresh_checkout, env)
-    server.terminate()
-    log += server.communicate()[1]
-    assert "postgresql+psycopg://postgres:***@" in log
-    assert "HS256 (BETTER_AUTH_SECRET)" in log
-    assert "http://localhost:3000/api/auth/jwks" in log
-    assert "hunter2" not in log
-    assert SECRET not in log
+    with serving(fresh_checkout, env) as (_, log):
+        pass
+    assert "postgresql+psycopg://postgres:***@" in log.text
+    assert "HS256 (BETTER_AUTH_SECRET)" in log.text
+    assert "http://localhost:3000/api/auth/jwks" in log.text
+    assert "hunter2" not in log.text
+    assert SECRET not in log.text
+
+
+# --- Deployment: several workers, a pooler ---
+
+
+@contextmanager
+def empty_database():
+    """The URL of a database with no tables yet, of the kind the tests run on."""
+    if TEST_DATABASE_URL:
+        with new_postgres_database(TEST_DATABASE_URL) as url:
+            yield url.render_as_string(hide_password=False)
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            yield f"sqlite:///{Path(folder) / 'todo.db'}"
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_four_workers_starting_together_on_an_empty_database_all_serve(fresh_checkout, attempt):
+    with empty_database() as url:
+        env = fresh_checkout.env | {"DATABASE_URL": url, "BETTER_AUTH_SECRET": SECRET}
+        with serving(fresh_checkout, env, "--workers", "4", workers=4) as (address, log):
+            headers = {"Authorization": f"Bearer {make_token()}"}
+            with httpx2.Client(base_url=address, headers=headers) as http:
+                created = [http.post("/api/tasks", json={"title": f"t{n}"}) for n in range(8)]
+                assert [r.status_code for r in created] == [201] * 8, [r.text for r in created]
+                assert len(http.get("/api/tasks").json()) == 8
+        assert "Traceback" not in log.text
+        assert "died" not in log.text
+
+
+class Proxy:
+    """A TCP proxy to the database that the test can cut, as if the database had gone away, and restore."""
+
+    def __init__(self, host: str, port: int):
+        self.target = (host, port)
+        self.port = free_port()
+        self.sockets: list[socket.socket] = []
+        self.restore()
+
+    def restore(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        Thread(target=self.accept, args=[self.listener], daemon=True).start()
+
+    def accept(self, listener: socket.socket) -> None:
+        with suppress(OSError):
+            while True:
+                client = listener.accept()[0]
+                server = socket.create_connection(self.target)
+                self.sockets += [client, server]
+                Thread(target=self.pipe, args=[client, server], daemon=True).start()
+                Thread(target=self.pipe, args=[server, client], daemon=True).start()
+
+    @staticmethod
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        with suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+
+    def cut(self) -> None:
+        for s in [self.listener, *self.sockets]:
+            with suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        self.sockets.clear()
+
+
+@pytest.fixture
+def pgbouncer(engine):
+    """PgBouncer in transaction mode in front of the test database, with fewer server connections than clients."""
+    binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the pooler tests: .ci/run installs pgbouncer")
+        pytest.skip("needs pgbouncer (apt-get install pgbouncer)")
+    folder = Path(tempfile.mkdtemp())
+    port = free_port()
+    (folder / "users.txt").write_text(f'"{engine.url.username}" ""\n')
+    (folder / "pgbouncer.ini").write_text(
+        f"[databases]\n* = host={engine.url.host} port={engine.url.port or 5432}\n"
+        f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {folder / 'users.txt'}\npool_mode = transaction\ndefault_pool_size = 4\n"
+    )
+    for path in [folder, *folder.iterdir()]:
+        path.chmod(0o755)  # PgBouncer will not run as root: it reads these as another user
+    as_user = ["-u", "postgres"] if os.geteuid() == 0 else []
+    with open(folder / "log", "w") as log:
+        process = subprocess.Popen([binary, *as_user, str(folder / "pgbouncer.ini")], stderr=log)
+    while "listening on" not in (folder / "log").read_text():
+        assert process.poll() is None, (folder / "log").read_text()
+        time.sleep(0.05)
+    yield engine.url.set(host="127.0.0.1", port=port)
+    process.terminate()
+    process.wait()
+    shutil.rmtree(folder)
+
+
+def mixed_traffic(client: TestClient, users: list[str]) -> list[list]:
+    """Each user, in a thread of their own, creates, reads, renames, toggles, lists and deletes; what each saw,
+    with ids numbered per user and the times left out, so that two runs can be compared."""
+
+    def one_user(user_id: str) -> list:
+        user, ids, seen = User(client, user_id), {}, []
+
+        def record(r) -> None:
+            body = r.json() if r.content else None
+            for task in body if isinstance(body, list) else [body] if body else []:
+                task["id"] = ids.setdefault(task["id"], len(ids))
+                for name in ["user_id", "created_at", "updated_at"]:
+                    task.pop(name, None)
+            seen.append((r.status_code, body))
+
+        for n in range(6):
+            record(user.post("/api/tasks", json={"title": f"task {n}"}))
+        mine = sorted(ids)
+        for task_id in mine:
+            record(user.get(f"/api/tasks/{task_id}"))
+            record(user.put(f"/api/tasks/{task_id}", json={"title": f"renamed {ids[task_id]}"}))
+            record(user.patch(f"/api/tasks/{task_id}/complete"))
+            record(user.get("/api/tasks", params={"status": "completed"}))
+        for task_id in mine[::2]:
+            record(user.delete(f"/api/tasks/{task_id}"))
+        record(user.get("/api/tasks"))
+        return seen
+
+    with ThreadPoolExecutor(len(users)) as pool:
+        return list(pool.map(one_user, users))
+
+
+@needs_postgres
+def test_every_request_works_through_a_transaction_pooler_as_it_does_directly(client, pgbouncer, monkeypatch):
+    direct = mixed_traffic(client, [f"direct-{n}" for n in range(16)])
+    assert all(status < 300 for seen in direct for status, _ in seen)
+    pooled_engine = main.create_db_engine(pgbouncer.render_as_string(hide_password=False))
+    monkeypatch.setattr(main, "engine", pooled_engine)
+    try:
+        assert mixed_traffic(client, [f"pooled-{n}" for n in range(16)]) == direct
+    finally:
+        pooled_engine.dispose()
 
 
 # --- Generated requests ---
@@ -1037,7 +1348,7 @@ def test_generated_requests_get_no_5xx_and_only_documented_responses(case):
     # Every check on what the API answers; not the two that judge which requests it should accept, as
     # JSON Schema cannot say "1–200 characters once trimmed" and unknown query parameters are ignored.
     case.call_and_validate(
-        headers=auth_header(),
+        headers={"Authorization": f"Bearer {make_token()}"},
         excluded_checks=[schemathesis.checks.positive_data_acceptance, schemathesis.checks.negative_data_rejection],
     )
 
@@ -1052,86 +1363,104 @@ def at_once(count: int, request) -> list:
 
 
 @needs_postgres
-def test_concurrent_toggles_lose_no_update(client):
-    task = create(client)
-    toggles = at_once(101, lambda _: client.patch(f"/api/tasks/{task['id']}/complete", headers=auth_header()))
+def test_concurrent_toggles_lose_no_update(alice):
+    task = alice.create()
+    toggles = at_once(101, lambda _: alice.patch(f"/api/tasks/{task['id']}/complete"))
     succeeded = sum(r.status_code == 200 for r in toggles)
     assert succeeded == 101, [r.text for r in toggles if r.status_code != 200][:3]
-    assert client.get(f"/api/tasks/{task['id']}", headers=auth_header()).json()["completed"] is (succeeded % 2 == 1)
+    assert alice.get(f"/api/tasks/{task['id']}").json()["completed"] is (succeeded % 2 == 1)
 
 
 @needs_postgres
 def test_concurrent_first_writes_by_many_users_are_all_kept_once(client):
-    users = [f"user-{n}" for n in range(20)]
-    created = at_once(
-        100, lambda n: client.post("/api/tasks", json={"title": f"t{n}"}, headers=auth_header(users[n % 20]))
-    )
+    users = [User(client, f"user-{n}") for n in range(20)]
+    created = at_once(100, lambda n: users[n % 20].post("/api/tasks", json={"title": f"t{n}"}))
     assert [r.status_code for r in created] == [201] * 100
     for n, user in enumerate(users):
-        assert sorted(titles(client.get("/api/tasks", headers=auth_header(user)))) == sorted(
-            f"t{k}" for k in range(n, 100, 20)
-        )
+        assert sorted(user.titles()) == sorted(f"t{k}" for k in range(n, 100, 20))
 
 
 @needs_postgres
-def test_concurrent_updates_of_one_task_never_fail(client):
-    task = create(client)
+def test_concurrent_updates_of_one_task_never_fail(alice):
+    task = alice.create()
     path = f"/api/tasks/{task['id']}"
-    updates = at_once(
-        60, lambda n: client.put(path, json={"title": f"v{n}", "completed": n % 2 == 0}, headers=auth_header())
-    )
+    updates = at_once(60, lambda n: alice.put(path, json={"title": f"v{n}", "completed": n % 2 == 0}))
     assert [r.status_code for r in updates] == [200] * 60
-    final = client.get(path, headers=auth_header()).json()
+    final = alice.get(path).json()
     assert final["title"] in {f"v{n}" for n in range(60)}
     assert final["completed"] is (int(final["title"][1:]) % 2 == 0)  # one update's values, not a mix
 
 
-@needs_postgres
-def test_connections_the_server_closed_are_replaced_unnoticed(client, engine):
-    at_once(16, lambda _: client.get("/api/tasks", headers=auth_header()))  # fill the pool
-    admin_url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin_url, autocommit=True) as admin:
+def kill_every_connection_to(url) -> None:
+    """pg_terminate_backend on every session of that database but ours, as a restart or Neon's suspend would."""
+    with psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False)) as admin:
+        admin.autocommit = True
         others = "datname = current_database() AND pid <> pg_backend_pid()"
-        killed = admin.execute(
-            f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE {others}"
-        ).fetchone()
-        assert killed[0] > 1
+        killed = admin.execute(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE {others}")
+        assert killed.fetchone()[0] > 1
         while admin.execute(f"SELECT count(*) FROM pg_stat_activity WHERE {others}").fetchone()[0]:
             time.sleep(0.05)
-    responses = at_once(32, lambda _: client.get("/api/tasks", headers=auth_header()))
-    assert [r.status_code for r in responses] == [200] * 32
-
-
-@pytest.fixture
-def database_proxy(engine, monkeypatch):
-    """The app reaches PostgreSQL through a proxy the test can cut."""
-    proxy = bench.Proxy(engine.url.host, engine.url.port or 5432)
-    proxied = main.create_db_engine(
-        engine.url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    )
-    monkeypatch.setattr(main, "engine", proxied)
-    yield proxy
-    proxied.dispose()
-    proxy.close()
 
 
 @needs_postgres
-def test_an_unreachable_database_is_503_quickly_and_recovered_from_with_no_write_lost(client, database_proxy):
-    kept = [create(client, f"before {n}")["id"] for n in range(5)]
-    database_proxy.cut()
+def test_connections_the_server_closed_are_replaced_unnoticed(alice, engine):
+    at_once(16, lambda _: alice.get("/api/tasks"))  # fill the pool
+    kill_every_connection_to(engine.url)
+    assert [r.status_code for r in at_once(32, lambda _: alice.get("/api/tasks"))] == [200] * 32
+
+
+def survives_an_outage(http, proxy: Proxy) -> None:
+    """Writes, an outage (quick 503s), recovery within 2 s, and then every acknowledged write and nothing else."""
+    kept = []
+    for n in range(5):
+        r = http.post("/api/tasks", json={"title": f"before {n}"})
+        assert r.status_code == 201, r.text
+        kept.append(r.json()["id"])
+    proxy.cut()
     for method, path in [("GET", "/api/tasks"), ("POST", "/api/tasks"), ("PATCH", f"/api/tasks/{kept[0]}/complete")]:
         started = time.monotonic()
-        r = client.request(method, path, json={"title": "lost?"} if method == "POST" else None, headers=auth_header())
+        r = http.request(method, path, json={"title": "lost?"} if method == "POST" else None)
         assert time.monotonic() - started < 2
         assert r.status_code == 503, r.text
         assert r.json() == {"detail": "Database unavailable, try again shortly"}
-    assert client.get("/health").status_code == 503
+    assert http.get("/health").status_code == 503
 
-    database_proxy.restore()
+    proxy.restore()
     started = time.monotonic()
-    while client.get("/health").status_code != 200:
+    while http.get("/health").status_code != 200:
         assert time.monotonic() - started < 2, "not back within 2 s"
         time.sleep(0.05)
-    tasks = client.get("/api/tasks", headers=auth_header()).json()
-    assert sorted(task["id"] for task in tasks) == sorted(kept)  # every acknowledged write, nothing else
-    assert not any(task["completed"] for task in tasks)
+    for _ in range(8):  # every worker, every connection
+        tasks = http.get("/api/tasks").json()
+        assert sorted(task["id"] for task in tasks) == sorted(kept)  # every acknowledged write, nothing else
+        assert not any(task["completed"] for task in tasks)
+
+
+@needs_postgres
+def test_an_unreachable_database_is_503_quickly_and_recovered_from_with_no_write_lost(alice, engine, monkeypatch):
+    proxy = Proxy(engine.url.host, engine.url.port or 5432)
+    proxied_url = engine.url.set(host="127.0.0.1", port=proxy.port)
+    proxied = main.create_db_engine(proxied_url.render_as_string(hide_password=False))
+    monkeypatch.setattr(main, "engine", proxied)
+    try:
+        survives_an_outage(alice, proxy)
+    finally:
+        proxy.cut()
+        proxied.dispose()
+
+
+@needs_postgres
+def test_two_workers_ride_out_killed_connections_and_an_outage(fresh_checkout, engine):
+    proxy = Proxy(engine.url.host, engine.url.port or 5432)
+    proxied = engine.url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    env = fresh_checkout.env | {"DATABASE_URL": proxied, "BETTER_AUTH_SECRET": SECRET}
+    try:
+        with serving(fresh_checkout, env, "--workers", "2", workers=2) as (address, _):
+            headers = {"Authorization": f"Bearer {make_token()}"}
+            with httpx2.Client(base_url=address, headers=headers, timeout=10) as http:
+                at_once(32, lambda _: http.get("/api/tasks"))  # connections open in both workers
+                kill_every_connection_to(engine.url)
+                assert [r.status_code for r in at_once(32, lambda _: http.get("/api/tasks"))] == [200] * 32
+                survives_an_outage(http, proxy)
+    finally:
+        proxy.cut()
