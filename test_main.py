@@ -856,10 +856,9 @@ def test_text_no_database_can_store_and_broken_json_are_422(alice, raw):
         {"offset": -1},
         {"offset": 2**31},
         {"offset": 2**63},
-        {"cursor": "abc"},
-        {"cursor": "1-2-3"},
-        {"cursor": f"1-{2**31}"},
-        {"cursor": f"{10**17}-1"},
+        {"after": "yesterday"},
+        {"after": "2026-01-01T00:00:00"},  # no offset: which time zone?
+        {"after": "2026-01-01T00:00:00Z", "after_id": 2**31},
     ],
 )
 def test_bad_list_parameters_are_422(alice, params):
@@ -1061,7 +1060,7 @@ def test_a_deployment_that_cannot_verify_tokens_refuses_to_start(fresh_checkout,
         ),
         pytest.param(
             {"DATABASE_URL": "user:pw@ep-example-pooler.example/neondb?sslmode=require"},
-            "DATABASE_URL is not a database URL: paste the whole postgresql://USER:PASSWORD@HOST/DB?… string",
+            "DATABASE_URL is not a database URL: paste the whole postgresql://… string",
             id="no-scheme",
         ),
         pytest.param(
@@ -1071,7 +1070,7 @@ def test_a_deployment_that_cannot_verify_tokens_refuses_to_start(fresh_checkout,
         ),
         pytest.param(
             {"BETTER_AUTH_SECRET": main.PLACEHOLDER_SECRET},
-            "BETTER_AUTH_SECRET is the placeholder from .env.example: set it to the frontend's BETTER_AUTH_SECRET",
+            "BETTER_AUTH_SECRET is the placeholder from .env.example: use the frontend's secret",
             id="placeholder-secret",
         ),
     ],
