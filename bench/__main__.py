@@ -1,14 +1,16 @@
-"""Benchmark: round trips, latency and throughput of every operation, against a textbook baseline.
+"""Benchmark: round trips, latency and throughput of every operation, against two baselines.
 
-    python bench.py                     # local PostgreSQL, 10 ms added round-trip time, 5 s per operation
-    python bench.py --smoke             # a few seconds in all (CI)
-    python bench.py --soak              # 30 s of mixed load by 32 clients, then every write checked
+    python -m bench                     # local PostgreSQL, 10 ms added round-trip time, 5 s per operation
+    python -m bench --smoke             # a few seconds in all (CI)
+    python -m bench --pgbouncer         # the same through PgBouncer in transaction mode
+    python -m bench --soak --workers 2  # 30 s of mixed load by 32 clients on 2 workers, then every write checked
 
-Runs main.py and "naive" (the SQLModel tutorial's way: a transaction per request, get-modify-commit-
-refresh, no auth) under uvicorn, one worker each, in a database of its own on the server named by
---database-url. Round trips are counted at the wire by a TCP proxy it runs in a child process: one
-is each burst the client sends after the server has answered. The proxy also adds --rtt-ms to each,
-as a remote database (Neon) would. Throughput and the scale checks go straight to the database.
+Runs main.py, "naive" (the SQLModel tutorial's way: a transaction per request, get-modify-commit-
+refresh, no auth) and "raw" (a sync FastAPI route, a psycopg_pool connection, one SELECT, a dict; no
+auth) under uvicorn, in a database of its own on the server named by --database-url. Round trips
+are counted at the wire by a TCP proxy it runs in a child process: one is each burst the client
+sends after the server has answered. The proxy also adds --rtt-ms to each, as Neon would.
+Throughput and the scale checks go straight to the database.
 """
 
 import argparse
@@ -24,10 +26,12 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Annotated
@@ -35,6 +39,7 @@ from typing import Annotated
 import jwt
 import psycopg
 from fastapi import Depends, FastAPI, HTTPException
+from psycopg_pool import ConnectionPool
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel, create_engine, select
 
@@ -110,6 +115,36 @@ def naive_toggle(user_id: str, task_id: int, session: NaiveSession) -> TaskPubli
     session.commit()
     session.refresh(task)
     return task
+
+
+# --- The raw baseline ---
+
+COLUMNS = ["id", "user_id", "title", "description", "completed", "created_at", "updated_at"]
+
+
+@cache
+def raw_pool() -> ConnectionPool:
+    url = make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return ConnectionPool(url, min_size=10, max_size=10, kwargs={"autocommit": True}, open=False)
+
+
+@asynccontextmanager
+async def raw_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    with raw_pool():  # opened, and closed before the process exits
+        yield
+
+
+raw = FastAPI(lifespan=raw_lifespan)
+
+
+@raw.get("/{user_id}/tasks/{task_id}")
+def raw_get(user_id: str, task_id: int) -> dict:
+    with raw_pool().connection() as connection:
+        query = f"SELECT {', '.join(COLUMNS)} FROM tasks WHERE id = %s AND user_id = %s"
+        row = connection.execute(query, [task_id, user_id]).fetchone()
+    if row is None:
+        raise HTTPException(404)
+    return dict(zip(COLUMNS, row, strict=True))
 
 
 # --- The proxy ---
@@ -221,20 +256,47 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(app: str, database_url: str, secret: str) -> Iterator[int]:
-    """`app` under uvicorn, one worker; yields its port."""
+def pgbouncer(host: str, port: int, user: str) -> Iterator[int]:
+    """PgBouncer in transaction mode (no protocol-level prepared statements before 1.21); yields its port."""
+    folder, listen = tempfile.mkdtemp(), free_port()
+    with open(f"{folder}/users.txt", "w") as users, open(f"{folder}/pgbouncer.ini", "w") as config:
+        users.write(f'"{user}" ""\n')
+        config.write(
+            f"[databases]\n* = host={host} port={port}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {listen}\n"
+            f"unix_socket_dir =\nauth_type = trust\nauth_file = {folder}/users.txt\npool_mode = transaction\n"
+            "default_pool_size = 10\nmax_client_conn = 200\n"
+        )
+    for path in [folder, f"{folder}/users.txt", f"{folder}/pgbouncer.ini"]:
+        os.chmod(path, 0o755)  # PgBouncer will not run as root: it reads these as postgres
+    as_user = ["-u", "postgres"] if os.geteuid() == 0 else []
+    process = subprocess.Popen(["pgbouncer", *as_user, f"{folder}/pgbouncer.ini"], stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(listen)
+        yield listen
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def wait_for_port(port: int) -> None:
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+@contextmanager
+def server(app: str, database_url: str, secret: str, workers: int = 1) -> Iterator[int]:
+    """`app` under uvicorn; yields its port."""
     port = free_port()
     env = os.environ | {"DATABASE_URL": database_url, "BETTER_AUTH_SECRET": secret}
     command = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    command += ["--workers", str(workers)]
     process = subprocess.Popen(command, env=env)
     try:
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"{app} did not start")
+        wait_for_port(port)
         yield port
     finally:
         process.terminate()
@@ -270,6 +332,13 @@ def fill_table(database: str, rows: int) -> None:
             [max(missing, 0)],
         )
         connection.execute("VACUUM ANALYZE tasks")
+
+
+def link_after(database: str, task_id: int) -> str:
+    """The address the Link header gives for the page after that task."""
+    with psycopg.connect(database) as connection:
+        created_at = connection.execute("SELECT created_at FROM tasks WHERE id = %s", [task_id]).fetchone()[0]
+    return "/api/tasks?" + urllib.parse.urlencode({"limit": 20, "after": created_at.isoformat(), "after_id": task_id})
 
 
 def explain(database: str, query: str) -> str:
@@ -381,7 +450,16 @@ def operations(prefix: str, ids: list[int], doomed: list[int], clients: int) -> 
 
 def compare(args, database: str, server_url, secret: str) -> None:
     """Every operation, ours against naive: round trips at the wire, latency, rate."""
-    proxy_port, round_trips = proxy_process(server_url.host or "127.0.0.1", server_url.port or 5432, args.rtt_ms / 2000)
+    target = (server_url.host or "127.0.0.1", server_url.port or 5432)
+    with pgbouncer(*target, server_url.username or "postgres") if args.pgbouncer else nullcontext() as pooler_port:
+        if pooler_port:
+            target = ("127.0.0.1", pooler_port)
+            print("Through PgBouncer 1.18 in transaction mode")
+        compare_through(args, database, server_url, secret, target)
+
+
+def compare_through(args, database: str, server_url, secret: str, target: tuple[str, int]) -> None:
+    proxy_port, round_trips = proxy_process(*target, args.rtt_ms / 2000)
     proxied = server_url.set(host="127.0.0.1", port=proxy_port, database="todo_bench").render_as_string(
         hide_password=False
     )
@@ -389,7 +467,7 @@ def compare(args, database: str, server_url, secret: str) -> None:
     print(f"Through the proxy: +{args.rtt_ms:g} ms a round trip, {args.clients} clients, {args.seconds:g} s each")
     print(f"{'operation':10} {'app':>6} {'round trips':>12} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
     rows: dict[str, list[str]] = {}
-    for app, prefix in [("main:app", "/api/tasks"), ("bench:naive", "/bench/tasks")]:
+    for app, prefix in [("main:app", "/api/tasks"), ("bench.__main__:naive", "/bench/tasks")]:
         label = "ours" if app == "main:app" else "naive"
         doomed = seed(database, "bench", 2000 if args.smoke else 50_000)
         with server(app, proxied, secret) as port:
@@ -405,23 +483,34 @@ def compare(args, database: str, server_url, secret: str) -> None:
 
 
 def throughput(args, database: str, secret: str) -> None:
-    """GET one task straight to PostgreSQL, ours (with a token) against naive (no auth), in alternating rounds."""
+    """GET one task straight to PostgreSQL: ours (with a token) against naive and raw (no auth), alternating."""
     ids = seed(database, "bench", 1000)
     clients = args.clients * 2
     print(f"\nGET one task straight to PostgreSQL, {clients} clients, {args.rounds} rounds of {args.seconds:g} s")
-    rates: dict[str, list[float]] = {"ours (with a token)": [], "naive (no auth)": []}
-    with server("main:app", database, secret) as ours, server("bench:naive", database, secret) as naive:
+    apps = {
+        "ours (with a token)": "main:app",
+        "naive (no auth)": "bench.__main__:naive",
+        "raw (no auth)": "bench.__main__:raw",
+    }
+    rates: dict[str, list[float]] = {label: [] for label in apps}
+    with (
+        server(apps["ours (with a token)"], database, secret) as ours,
+        server(apps["naive (no auth)"], database, secret) as naive,
+        server(apps["raw (no auth)"], database, secret) as raw_port,
+    ):
+        ports = {"ours (with a token)": (ours, "/api/tasks"), "naive (no auth)": (naive, "/bench/tasks")}
+        ports["raw (no auth)"] = (raw_port, "/bench/tasks")
         for _ in range(args.rounds):
-            for label, port, prefix in [
-                ("ours (with a token)", ours, "/api/tasks"),
-                ("naive (no auth)", naive, "/bench/tasks"),
-            ]:
+            for label, (port, prefix) in ports.items():
                 pool = [Client(port, token(secret, "bench")) for _ in range(clients)]
                 r = run_clients(pool, repeat(operations(prefix, ids, [], clients)["get"]), args.seconds)
                 rates[label].append(r["rate"])
+    medians = {label: statistics.median(values) for label, values in rates.items()}
     for label, values in rates.items():
         rounds = ", ".join(f"{value:.0f}" for value in values)
-        print(f"  {label:20} median {statistics.median(values):6.0f} req/s   rounds: {rounds}")
+        print(f"  {label:20} median {medians[label]:6.0f} req/s   rounds: {rounds}")
+    ours = medians["ours (with a token)"]
+    print(f"  ours ÷ raw {ours / medians['raw (no auth)']:.2f}, ours ÷ naive {ours / medians['naive (no auth)']:.2f}")
 
 
 def scale(args, database: str, secret: str) -> None:
@@ -443,15 +532,15 @@ def scale(args, database: str, secret: str) -> None:
         print(f"\nPaging through a user with {deep:,} tasks, 20 a page (straight to PostgreSQL, 1 client)")
         pages = {
             "first page": "/api/tasks?limit=20",
-            "second page, starting_after": f"/api/tasks?limit=20&starting_after={deep_ids[19]}",
-            "last page, starting_after": f"/api/tasks?limit=20&starting_after={deep_ids[-21]}",
+            "second page, Link header": link_after(database, deep_ids[19]),
+            "last page, Link header": link_after(database, deep_ids[-21]),
             "second page, offset": "/api/tasks?limit=20&offset=20",
             "last page, offset": f"/api/tasks?limit=20&offset={deep - 20}",
         }
         for label, path in pages.items():
             r = run_clients([client], get_repeatedly(path), args.seconds)
             print(f"  {label:28} p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms")
-        after = f"(SELECT created_at, id FROM tasks WHERE id = {deep_ids[-21]})"
+        after = "(now() - interval '1 day', 42)"
         print(explain(database, f"SELECT * FROM tasks WHERE user_id = 'deep' AND (created_at, id) < {after} {order}"))
 
 
@@ -497,7 +586,7 @@ def soak(args, database: str, secret: str) -> None:
                 expect(client.request("DELETE", f"/api/tasks/{task_id}"), 204)
                 ledger[task_id] = None
 
-    with server("main:app", database, secret) as port:
+    with server("main:app", database, secret, args.workers) as port:
         clients = [Client(port, token(secret, users[n % len(users)])) for n in range(args.clients)]
         result = run_clients(clients, work, args.seconds)
         lost = 0
@@ -516,7 +605,8 @@ def soak(args, database: str, secret: str) -> None:
             lost += len(expected.items() - actual.items()) + len(actual.keys() - expected.keys())
     percentiles = "  ".join(f"{name} {result[name]:.1f}" for name in ["p50", "p95", "p99", "max"])
     print(
-        f"Soak: {args.clients} clients as {len(users)} users, {args.seconds:g} s, mixed {weights}\n"
+        f"Soak: {args.clients} clients as {len(users)} users on {args.workers} worker(s), {args.seconds:g} s,"
+        f" mixed {weights}\n"
         f"  {result['requests']} requests, {result['rate']:.0f} req/s, 0 errors, {lost} lost or unexpected writes\n"
         f"  latency ms: {percentiles}"
     )
@@ -534,6 +624,8 @@ def main() -> None:
     parser.add_argument("--table-sizes", default="1000,1000000")
     parser.add_argument("--deep-user-tasks", type=int, default=100_000)
     parser.add_argument("--smoke", action="store_true", help="a few seconds in all, for CI")
+    parser.add_argument("--pgbouncer", action="store_true", help="round trips through PgBouncer, transaction mode")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers for the soak")
     parser.add_argument("--soak", action="store_true", help="mixed load (default 30 s, 32 clients), then check writes")
     args = parser.parse_args()
     if args.smoke:
