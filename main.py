@@ -109,7 +109,6 @@ def utcnow() -> datetime:
 
 class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp that always comes back timezone-aware in UTC (SQLite drops the offset)."""
-
     impl = DateTime(timezone=True)
     cache_ok = True
 
@@ -127,7 +126,6 @@ Description = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)]
 
 class User(SQLModel, table=True):
     """A row per user, added on their first write: deleting it deletes their tasks (ON DELETE CASCADE)."""
-
     __tablename__ = "users"
 
     id: str = Field(primary_key=True)
@@ -220,10 +218,7 @@ def create_db_engine(url: str) -> Engine:
 
 try:
     engine = create_db_engine(settings.database_url)
-except exc.NoSuchModuleError:
-    sys.exit(f"Refusing to start: DATABASE_URL has an unknown scheme {make_url(settings.database_url).drivername!r}"
-             ": use postgresql:// or sqlite:///")
-except (exc.ArgumentError, ValueError):  # e.g. a Neon string pasted without `postgresql://`
+except (exc.ArgumentError, ValueError):  # a misspelt scheme, or a Neon string pasted without `postgresql://`
     sys.exit("Refusing to start: DATABASE_URL is not a database URL: paste the whole postgresql://… string")
 
 

@@ -1055,7 +1055,7 @@ def test_a_deployment_that_cannot_verify_tokens_refuses_to_start(fresh_checkout,
     [
         pytest.param(
             {"DATABASE_URL": "postgresq://user:pw@db.example/todo"},
-            "DATABASE_URL has an unknown scheme 'postgresq': use postgresql:// or sqlite:///",
+            "DATABASE_URL is not a database URL: paste the whole postgresql://… string",
             id="misspelt-scheme",
         ),
         pytest.param(
