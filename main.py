@@ -500,7 +500,7 @@ warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)  # said
 
 
 def limit_body(app: ASGIApp) -> ASGIApp:
-    """Answer 413 to a request body over MAX_BODY bytes, whether announced or streamed (chunked)."""
+    """Answer 413 to a request body over MAX_BODY bytes, counted as it is read (chunked or not)."""
     too_large = f"Request body is larger than {MAX_BODY} bytes"
 
     async def limited_app(scope: Scope, receive: Receive, send: Send) -> None:
