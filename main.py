@@ -503,7 +503,7 @@ app.include_router(  # the hackathon's shape, for the same routes
     router, prefix="/api/{user_id}/tasks", tags=["tasks under a user id"], dependencies=[Depends(check_path_user)],
     responses=error_responses(403), generate_unique_id_function=lambda route: f"{route.name}_for_user",
 )
-app.add_middleware(limit_body)
+app.add_middleware(limit_body)  # not FastAPI's max_body_size: its 413 can be plain text, without CORS headers
 app.add_middleware(
     CORSMiddleware,
     allow_origins=allowed_origins,

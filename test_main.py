@@ -877,12 +877,14 @@ def test_task_ids_that_cannot_exist_are_422(alice, task_id, method, route):
 
 
 @pytest.mark.parametrize("chunked", [False, True])
-def test_a_body_over_64_kib_is_413(alice, chunked):
+def test_a_body_over_64_kib_is_413_that_a_browser_can_read(alice, chunked):
     body = json.dumps({"title": "x", "description": "y" * 65536}).encode()
     content = iter([body[:1000], body[1000:]]) if chunked else body
-    r = alice.post("/api/tasks", content=content, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", "Origin": "http://localhost:3000"}
+    r = alice.post("/api/tasks", content=content, headers=headers)
     assert r.status_code == 413, r.text
     assert r.json() == {"detail": "Request body is larger than 65536 bytes"}
+    assert r.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
     assert alice.titles() == []
 
 
