@@ -52,7 +52,9 @@ logger = logging.getLogger("uvicorn.error")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=HERE / ".env", env_ignore_empty=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_file=HERE / ".env", env_file_encoding="utf-8", env_ignore_empty=True, extra="ignore"
+    )
 
     database_url: str = f"sqlite:///{HERE / 'todo.db'}"
     better_auth_secret: str | None = None
@@ -71,12 +73,11 @@ class Settings(BaseSettings):
         derived = self.better_auth_url and f"{self.better_auth_url.rstrip('/')}/api/auth/jwks"
         return self.better_auth_jwks_url or derived
 
-    @property
-    def better_auth_origin(self) -> str | None:
-        return self.better_auth_url and "{0.scheme}://{0.netloc}".format(urlsplit(self.better_auth_url))
 
-
-settings = Settings()
+try:
+    settings = Settings()
+except UnicodeDecodeError:  # else Windows would read it in its legacy code page: as garbage, silently
+    sys.exit("Refusing to start: .env is not UTF-8 (Windows PowerShell's > writes UTF-16): save it as UTF-8")
 allowed_origins = [origin.strip().rstrip("/") for origin in settings.cors_origins.split(",") if origin.strip()]
 for origin in allowed_origins:  # written as copied from the address bar: a trailing slash is fine
     url = urlsplit(origin)
@@ -284,9 +285,9 @@ def verified_claims(token: str) -> tuple[str, float]:
             key, algorithms, issuer, audience = secret, ["HS256"], settings.jwt_issuer, settings.jwt_audience
         elif algorithm in ASYMMETRIC_ALGORITHMS and settings.jwks_url:
             key = jwks_client(settings.jwks_url).get_signing_key_from_jwt(token)  # bound to the key's `alg`
+            origin = settings.better_auth_url and "{0.scheme}://{0.netloc}".format(urlsplit(settings.better_auth_url))
             algorithms = ASYMMETRIC_ALGORITHMS
-            issuer = settings.jwt_issuer or settings.better_auth_origin
-            audience = settings.jwt_audience or settings.better_auth_origin
+            issuer, audience = settings.jwt_issuer or origin, settings.jwt_audience or origin
         elif algorithm in ASYMMETRIC_ALGORITHMS:
             raise unauthorized(f"Tokens signed with {algorithm} need BETTER_AUTH_URL set to the Better Auth server")
         else:
@@ -493,10 +494,9 @@ def limit_body(app: ASGIApp) -> ASGIApp:
     return limited_app
 
 
-DESCRIPTION = "Your tasks, behind a Better Auth token: click **Authorize**, paste `python main.py token alice`."
 app = FastAPI(  # operationIds are the function names, for TypeScript client generators
-    title="Todo API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan,
-    generate_unique_id_function=lambda route: route.name,
+    title="Todo API", version="1.0.0", lifespan=lifespan, generate_unique_id_function=lambda route: route.name,
+    description="Your tasks, behind a Better Auth token: click **Authorize**, paste `python main.py token alice`.",
 )
 app.include_router(router, prefix="/api/tasks", tags=["tasks"])
 app.include_router(  # the hackathon's shape, for the same routes

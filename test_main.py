@@ -1083,6 +1083,24 @@ def test_a_configuration_mistake_ends_startup_with_one_line_saying_what_to_do(fr
     assert r.stderr.strip().splitlines() == [f"Refusing to start: {says}"]
 
 
+def test_a_dot_env_saved_by_notepad_is_read(fresh_checkout):
+    variables = "CORS_ORIGINS=https://app.example\r\nBETTER_AUTH_SECRET=" + SECRET + "\r\n"  # a BOM, CRLF endings
+    (fresh_checkout.path / ".env").write_text(variables, encoding="utf-8-sig", newline="")
+    with serving(fresh_checkout, fresh_checkout.env) as (_, log):
+        pass
+    assert "Allowing browser origins: https://app.example" in log.text
+    assert "HS256 (BETTER_AUTH_SECRET)" in log.text
+
+
+def test_a_dot_env_written_by_windows_powershell_refuses_to_start_in_one_line(fresh_checkout):
+    (fresh_checkout.path / ".env").write_text(f"BETTER_AUTH_SECRET={SECRET}\n", encoding="utf-16")  # `echo … > .env`
+    r = start(fresh_checkout, fresh_checkout.env)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines() == [
+        "Refusing to start: .env is not UTF-8 (Windows PowerShell's > writes UTF-16): save it as UTF-8"
+    ]
+
+
 def test_env_example_holds_the_placeholder_the_api_refuses():
     env_example = (Path(main.__file__).parent / ".env.example").read_text()
     assert f"BETTER_AUTH_SECRET={main.PLACEHOLDER_SECRET}\n" in env_example
