@@ -1084,8 +1084,8 @@ def test_a_configuration_mistake_ends_startup_with_one_line_saying_what_to_do(fr
 
 
 def test_a_dot_env_saved_by_notepad_is_read(fresh_checkout):
-    variables = "CORS_ORIGINS=https://app.example\r\nBETTER_AUTH_SECRET=" + SECRET + "\r\n"  # a BOM, CRLF endings
-    (fresh_checkout.path / ".env").write_text(variables, encoding="utf-8-sig", newline="")
+    lines = f"CORS_ORIGINS=https://app.example\r\nBETTER_AUTH_SECRET={SECRET}\r\n"  # CRLF endings, and a BOM:
+    (fresh_checkout.path / ".env").write_text(lines, encoding="utf-8-sig", newline="")
     with serving(fresh_checkout, fresh_checkout.env) as (_, log):
         pass
     assert "Allowing browser origins: https://app.example" in log.text
