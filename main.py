@@ -70,8 +70,9 @@ class Settings(BaseSettings):
 
     @property
     def jwks_url(self) -> str | None:
-        derived = self.better_auth_url and f"{self.better_auth_url.rstrip('/')}/api/auth/jwks"
-        return self.better_auth_jwks_url or derived
+        base = self.better_auth_url and self.better_auth_url.rstrip("/")
+        api = base and (base if urlsplit(base).path else f"{base}/api/auth")  # a path is the API's, as for Better Auth
+        return self.better_auth_jwks_url or (api and f"{api}/jwks")
 
 
 try:
@@ -243,13 +244,11 @@ def local_secret() -> str:
 
 
 def hs256_secret() -> str | None:
-    # The local secret only ever serves the embedded SQLite setup, never a deployment.
-    return settings.better_auth_secret or (local_secret() if settings.is_sqlite else None)
+    return settings.better_auth_secret or (local_secret() if settings.is_sqlite else None)  # never a deployment's
 
 
 class KeySet(jwt.PyJWKClient):
-    """Better Auth's public keys, cached; refetched when an unknown `kid` shows up, at most every
-    10 s so that random kids cannot flood the auth server, and not at all for 10 s after a failure."""
+    """Better Auth's public keys, cached; refetched for a new `kid` at most every 10 s, not for 10 s after a failure."""
     retry_after = 0.0
 
     def fetch_data(self) -> dict:
@@ -260,6 +259,7 @@ class KeySet(jwt.PyJWKClient):
             return super().fetch_data()
         except (jwt.PyJWKClientConnectionError, ValueError) as error:  # unreachable, or not JSON
             self.retry_after = time.monotonic() + 10
+            logger.warning("Cannot fetch the token keys from %s: %s", self.uri, error)
             raise jwt.PyJWKClientConnectionError(str(error)) from error
 
 

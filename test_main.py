@@ -536,6 +536,14 @@ def test_better_auth_jwks_tokens_are_accepted(client, jwks, algorithm):
     assert r.status_code == 200, r.text
 
 
+@pytest.mark.parametrize("path", ["", "/api/auth", "/api/auth/"])
+def test_better_auth_url_is_read_as_better_auth_reads_it(client, jwks, monkeypatch, path):
+    """Better Auth takes a BETTER_AUTH_URL with a path as the address of its API, and its origin as `iss`/`aud`."""
+    monkeypatch.setattr(main.settings, "better_auth_url", jwks.url + path)
+    r = get_tasks(client, jwks.token(jwks.add_key()))
+    assert r.status_code == 200, r.text
+
+
 def test_hs256_token_is_accepted(client):
     assert get_tasks(client, make_token()).status_code == 200
 
@@ -747,6 +755,13 @@ def test_an_unreachable_jwks_is_a_clear_error_never_acceptance(client, jwks):
     assert r.status_code == 503, r.text
     assert "keys are unavailable" in r.json()["detail"]
     assert time.monotonic() - started < 6
+
+
+def test_a_jwks_address_that_serves_no_keys_is_logged_with_the_address(client, jwks, monkeypatch, caplog):
+    monkeypatch.setattr(main.settings, "better_auth_url", jwks.url + "/auth")  # where nothing is served
+    assert get_tasks(client, jwks.token(jwks.add_key())).status_code == 503
+    assert f"Cannot fetch the token keys from {jwks.url}/auth/jwks" in caplog.text
+    assert "404" in caplog.text
 
 
 def test_a_slow_jwks_never_hangs_requests(client, jwks):
