@@ -244,7 +244,7 @@ def local_secret() -> str:
 
 
 def hs256_secret() -> str | None:
-    return settings.better_auth_secret or (local_secret() if settings.is_sqlite else None)  # never a deployment's
+    return settings.better_auth_secret or (local_secret() if settings.is_sqlite else None)
 
 
 class KeySet(jwt.PyJWKClient):
