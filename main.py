@@ -170,15 +170,7 @@ def write_owned_task(session: Session, task_id: int, owner: str, change: Update 
 
 
 def error_responses(*codes: int) -> dict[int | str, dict]:
-    descriptions = {
-        400: "Body is not UTF-8 JSON",
-        401: "Missing or invalid token",
-        403: "Not your task, or not your user id in the path",
-        404: "Task not found",
-        413: "Request body over 64 KiB",
-        503: "Database or auth server unavailable",
-    }
-    return {code: {"model": ErrorMessage, "description": descriptions[code]} for code in codes}
+    return {code: {"model": ErrorMessage} for code in codes}  # described by their status in /docs
 
 
 INT_MAX = 2**31 - 1  # PostgreSQL's integer: a larger id or offset is a 422, not a database error
@@ -327,13 +319,6 @@ if not settings.is_sqlite and not (settings.better_auth_secret or settings.jwks_
 
 # --- The database engine ---
 
-ENGINE_OPTIONS = {
-    "isolation_level": "AUTOCOMMIT",  # every request is one statement: no BEGIN/COMMIT round trips
-    "hide_parameters": True,  # keeps users' task text out of error logs
-    # Connections stay open: waiting for one to come back beats opening another (TCP, TLS, auth).
-    "pool_size": 10,
-    "max_overflow": 0,
-}
 TABLES_LOCK = 7162534  # the advisory lock's key: any number that no other code on the database uses
 
 
@@ -354,13 +339,21 @@ def create_db_engine(url: str) -> Engine:
     db_url = make_url(url)
     if db_url.drivername in ("postgres", "postgresql"):  # the URL as Neon hands it out
         db_url = db_url.set(drivername="postgresql+psycopg")
+    # No prepared statements: a pooler in transaction mode may run the next one elsewhere.
+    connect_args = {"connect_timeout": 5, "prepare_threshold": None}
     if db_url.get_backend_name() == "sqlite":
-        engine = create_engine(db_url, connect_args={"check_same_thread": False}, **ENGINE_OPTIONS)
+        connect_args = {"check_same_thread": False}
+    engine = create_engine(
+        db_url,
+        connect_args=connect_args,
+        isolation_level="AUTOCOMMIT",  # every request is one statement: no BEGIN/COMMIT round trips
+        hide_parameters=True,  # keeps users' task text out of error logs
+        pool_size=10,  # kept open: waiting for a connection beats opening one (TCP, TLS, auth)
+        max_overflow=0,
+    )
+    if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", enable_foreign_keys)
     else:
-        # No prepared statements: a pooler in transaction mode may run the next one elsewhere.
-        no_prepare = {"connect_timeout": 5, "prepare_threshold": None}
-        engine = create_engine(db_url, connect_args=no_prepare, **ENGINE_OPTIONS)
         event.listen(engine, "checkout", discard_closed)
     return engine
 
@@ -439,9 +432,8 @@ def checked_subject(token: str, key, algorithms: list[str], issuer, audience) ->
 
 
 class KeySet:
-    """Better Auth's public keys by `kid`. All are fetched anew when a token names a key not held,
-    at most every 10 s: made-up `kid`s cannot flood the auth server, and a key withdrawn there
-    stops working here at the next fetch."""
+    """Better Auth's public keys by `kid`, all fetched anew when a token names one not held, at most
+    every 10 s: made-up `kid`s cannot flood the auth server; a key it withdrew stops working here."""
 
     def __init__(self) -> None:
         self.keys: dict[str, jwt.PyJWK] = {}
@@ -457,38 +449,33 @@ class KeySet:
         return self.keys[kid]
 
     async def fetch(self) -> None:
-        """All of the auth server's keys; 503 (and a warning) when they cannot be had now."""
+        """All of the auth server's keys, else a 503 (the token is not to blame) and a warning."""
         wait = self.next_fetch - time.monotonic()
-        if wait > 0:  # one request waits for a fetch, 5 s at most; the others are answered at once
-            raise keys_unavailable(wait)
-        self.next_fetch = time.monotonic() + 10
-        try:
-            async with asyncio.timeout(5), httpx2.AsyncClient() as client:  # in all, not per read
-                answer = (await client.get(settings.jwks_url)).raise_for_status()
-            self.keys = usable_keys(answer.json())
-        except Exception as error:  # whatever is wrong with the answer, the token is not to blame
-            reason = str(error) or "no whole answer within 5 s"
-            logger.warning("Cannot fetch the token keys from %s: %s", settings.jwks_url, reason)
-            raise keys_unavailable(10) from None
+        if wait <= 0:  # one request waits for a fetch, 5 s at most; the others are answered at once
+            self.next_fetch, wait = time.monotonic() + 10, 10
+            try:
+                async with asyncio.timeout(5), httpx2.AsyncClient() as client:  # in all, not per read
+                    self.keys = usable_keys((await client.get(settings.jwks_url)).raise_for_status())
+                return
+            except Exception as error:  # whatever is wrong with the answer
+                reason = str(error) or "no whole answer within 5 s"
+                logger.warning("Cannot fetch the token keys from %s: %s", settings.jwks_url, reason)
+        detail = "Cannot verify the token now: the auth server's keys are unavailable"
+        raise HTTPException(503, detail, headers={"Retry-After": str(int(wait) + 1)})
 
 
-def usable_keys(jwks: object) -> dict[str, jwt.PyJWK]:
-    """The keys of a JWKS that a token can name, by `kid`; an error if there are none."""
-    if not isinstance(jwks, dict):
-        raise ValueError("the answer is not a JSON object")
-    keys = {
+def usable_keys(answer: httpx2.Response) -> dict[str, jwt.PyJWK]:
+    """The keys of a JWKS answer that a token can name, by `kid`; ValueError if it has none."""
+    jwks = answer.json()
+    keys = jwt.PyJWKSet.from_dict(jwks) if isinstance(jwks, dict) else []
+    usable = {
         key.key_id: key
-        for key in jwt.PyJWKSet.from_dict(jwks)
+        for key in keys
         if isinstance(key.key_id, str) and key.algorithm_name in ASYMMETRIC_ALGORITHMS
     }
-    if not keys:
+    if not usable:
         raise ValueError(f"no key with a kid and one of {', '.join(ASYMMETRIC_ALGORITHMS)}")
-    return keys
-
-
-def keys_unavailable(retry_after: float) -> HTTPException:
-    detail = "Cannot verify the token now: the auth server's keys are unavailable"
-    return HTTPException(503, detail, headers={"Retry-After": str(int(retry_after) + 1)})
+    return usable
 
 
 key_set = KeySet()  # one per process, shared by all requests
@@ -623,7 +610,7 @@ class Health(SQLModel):
 app.add_api_route("/", lambda: RedirectResponse("/docs"), include_in_schema=False)  # front page
 
 
-@app.get("/health", responses={503: {"model": ErrorMessage, "description": "Database unreachable"}})
+@app.get("/health", responses=error_responses(503))
 def health(session: SessionDep) -> Health:
     """Liveness and database reachability, for the host's health check; no token needed."""
     session.exec(select(1))

@@ -1358,7 +1358,17 @@ def test_startup_log_masks_the_password_and_never_shows_the_secret(fresh_checkou
     assert SECRET not in log.text
 
 
-# --- Deployment: several workers, a pooler ---
+@needs_postgres
+def test_with_only_better_auth_url_the_startup_log_names_the_keys_alone(fresh_checkout, engine):
+    database = engine.url.render_as_string(hide_password=False)
+    env = fresh_checkout.env | {"DATABASE_URL": database, "BETTER_AUTH_URL": "http://localhost:3000"}
+    with serving(fresh_checkout, env) as (_, log):
+        pass
+    [line] = [line for line in log.text.splitlines() if "Accepting tokens" in line]
+    assert line == "INFO:     Accepting tokens: EdDSA/ES256/RS256/PS256 (keys from http://localhost:3000/api/auth/jwks)"
+
+
+# --- Deployment: several workers, many connections, a pooler ---
 
 
 @contextmanager
@@ -1384,6 +1394,39 @@ def test_four_workers_starting_together_on_an_empty_database_all_serve(fresh_che
                 assert len(http.get("/api/tasks").json()) == 8
         assert "Traceback" not in log.text
         assert "died" not in log.text
+
+
+@pytest.mark.skipif(os.name != "posix", reason="raises the open-files limit with `resource`, which is Unix-only")
+def test_every_request_is_answered_with_ten_thousand_idle_clients_connected(fresh_checkout):
+    """Browsers keep connections open and load balancers hold pools; a database connection opened then
+    has a descriptor past 1023, which select() cannot watch."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 16_384 if hard == resource.RLIM_INFINITY else min(hard, 16_384)
+    if wanted < 10_500:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run this test: the open-files hard limit is {hard}, under 10,500")
+        pytest.skip(f"needs an open-files hard limit of 10,500 (ulimit -Hn says {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))  # the server started below inherits it
+    idle: list[socket.socket] = []
+    try:
+        with empty_database() as url:
+            env = fresh_checkout.env | {"DATABASE_URL": url, "BETTER_AUTH_SECRET": SECRET}
+            with serving(fresh_checkout, env) as (address, log):
+                idle += [socket.create_connection(("127.0.0.1", int(address.rsplit(":", 1)[1]))) for _ in range(10_000)]
+                headers = {"Authorization": f"Bearer {make_token()}"}
+                with httpx2.Client(base_url=address, headers=headers, timeout=30) as http:
+                    created = at_once(100, lambda n: http.post("/api/tasks", json={"title": f"t{n}"}))
+                    assert [r.status_code for r in created] == [201] * 100, [r.text for r in created][:3]
+                    read = at_once(200, lambda n: http.get(created[n % 100].headers["Location"]))
+                    assert [r.status_code for r in read] == [200] * 200, [r.text for r in read][:3]
+                    assert len(http.get("/api/tasks").json()) == 100
+        assert "Traceback" not in log.text
+    finally:
+        for connection in idle:
+            connection.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 class Proxy:
