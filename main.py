@@ -322,10 +322,6 @@ if not settings.is_sqlite and not (settings.better_auth_secret or settings.jwks_
 TABLES_LOCK = 7162534  # the advisory lock's key: any number that no other code on the database uses
 
 
-def enable_foreign_keys(dbapi_connection, connection_record) -> None:
-    dbapi_connection.execute("PRAGMA foreign_keys = ON")  # SQLite has them off, per connection
-
-
 def discard_closed(dbapi_connection, connection_record, connection_proxy) -> None:
     """Replace a connection the server closed (a restart, Neon's suspend): it has EOF waiting."""
     # Cheaper than pre-ping, a round trip. A selector, as select() fails past descriptor 1023.
@@ -351,8 +347,8 @@ def create_db_engine(url: str) -> Engine:
         pool_size=10,  # kept open: waiting for a connection beats opening one (TCP, TLS, auth)
         max_overflow=0,
     )
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", enable_foreign_keys)
+    if engine.dialect.name == "sqlite":  # SQLite has foreign keys off, on every connection
+        event.listen(engine, "connect", lambda dbapi, _: dbapi.execute("PRAGMA foreign_keys = ON"))
     else:
         event.listen(engine, "checkout", discard_closed)
     return engine
@@ -432,8 +428,8 @@ def checked_subject(token: str, key, algorithms: list[str], issuer, audience) ->
 
 
 class KeySet:
-    """Better Auth's public keys by `kid`, all fetched anew when a token names one not held, at most
-    every 10 s: made-up `kid`s cannot flood the auth server; a key it withdrew stops working here."""
+    """Better Auth's public keys by `kid`, all fetched anew when a token names one not held, at
+    most every 10 s: made-up `kid`s cannot flood the auth server; a key withdrawn there goes."""
 
     def __init__(self) -> None:
         self.keys: dict[str, jwt.PyJWK] = {}
@@ -454,8 +450,9 @@ class KeySet:
         if wait <= 0:  # one request waits for a fetch, 5 s at most; the others are answered at once
             self.next_fetch, wait = time.monotonic() + 10, 10
             try:
-                async with asyncio.timeout(5), httpx2.AsyncClient() as client:  # in all, not per read
-                    self.keys = usable_keys((await client.get(settings.jwks_url)).raise_for_status())
+                async with asyncio.timeout(5), httpx2.AsyncClient() as client:  # 5 s in all
+                    answer = await client.get(settings.jwks_url)
+                self.keys = usable_keys(answer.raise_for_status())
                 return
             except Exception as error:  # whatever is wrong with the answer
                 reason = str(error) or "no whole answer within 5 s"
@@ -546,10 +543,6 @@ def limit_body(app: ASGIApp) -> ASGIApp:
     return limited_app
 
 
-async def unexpected_error(request: Request, error: Exception) -> Response:
-    return JSONResponse({"detail": "Internal server error"}, 500)
-
-
 def check_path_user(
     user_id: Annotated[str, Path(description="Must be the caller's id")], current_user: CurrentUser
 ) -> None:
@@ -577,7 +570,9 @@ app.include_router(  # the hackathon's shape, for the same routes
 # Inside CORS, so that a browser can read them: a JSON 413 (not FastAPI's max_body_size, whose 413
 # can be plain text outside CORS), and a 500 (Starlette's own answers outside CORS; it logs both).
 app.add_middleware(limit_body)
-app.add_middleware(ServerErrorMiddleware, handler=unexpected_error)
+app.add_middleware(
+    ServerErrorMiddleware, handler=lambda *_: JSONResponse({"detail": "Internal server error"}, 500)
+)
 app.add_middleware(
     CORSMiddleware,
     allow_origins=allowed_origins,
