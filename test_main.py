@@ -1281,7 +1281,7 @@ def serving(checkout, env: dict, *options: str, workers: int = 1):
     server = subprocess.Popen(command, cwd=checkout.path, env=env, stderr=subprocess.PIPE, text=True)
     log = SimpleNamespace(text="")
     try:
-        while log.text.count("Application startup complete") < workers:
+        while log.text.count("Application startup complete") < workers or "running on" not in log.text:
             line = server.stderr.readline()
             assert line, f"uvicorn exited: {log.text}"
             log.text += line
