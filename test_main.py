@@ -1,6 +1,8 @@
-"""The API's contract as tests: routes, ownership, auth, validation, errors, configuration, deployment.
+"""The API's contract as tests: routes, ownership, auth, validation, errors, configuration,
+deployment.
 
-SQLite by default; on PostgreSQL when TEST_DATABASE_URL is set (the tests make their own database there).
+SQLite by default; on PostgreSQL when TEST_DATABASE_URL is set (the tests make their own database
+there).
 """
 
 import asyncio
@@ -9,7 +11,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -44,7 +45,9 @@ import main
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 PREFIXES = ["/api/tasks", "/api/alice/tasks"]
-needs_postgres = pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs PostgreSQL (TEST_DATABASE_URL)")
+needs_postgres = pytest.mark.skipif(
+    not TEST_DATABASE_URL, reason="needs PostgreSQL (TEST_DATABASE_URL)"
+)
 
 
 # --- Fixtures and helpers ---
@@ -52,7 +55,7 @@ needs_postgres = pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs Postgre
 
 @contextmanager
 def new_postgres_database(server_url: str):
-    """A database of our own on that server, dropped afterwards: tests never touch the data already there."""
+    """A database of our own on that server, dropped afterwards: no test touches data there."""
     server = make_url(server_url).set(drivername="postgresql+psycopg")
     name = f"todo_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
@@ -107,7 +110,9 @@ def client():
         yield client
 
 
-def make_token(user_id: str | None = "alice", key=SECRET, algorithm="HS256", headers=None, **claims) -> str:
+def make_token(
+    user_id: str | None = "alice", key=SECRET, algorithm="HS256", headers=None, **claims
+) -> str:
     """A token; a claim given as None is left out."""
     payload = {"sub": user_id, "exp": datetime.now(UTC) + timedelta(hours=1)} | claims
     payload = {name: value for name, value in payload.items() if value is not None}
@@ -115,7 +120,7 @@ def make_token(user_id: str | None = "alice", key=SECRET, algorithm="HS256", hea
 
 
 class User:
-    """Someone signed in: `alice.get(path)` sends her token with the request (flaskr's `auth` fixture)."""
+    """Someone signed in: `alice.get(path)` sends her token along (flaskr's `auth` fixture)."""
 
     def __init__(self, client: TestClient, user_id: str):
         self.client = client
@@ -184,7 +189,13 @@ def test_create_without_description(alice):
 
 
 def test_create_ignores_fields_the_caller_must_not_set(alice):
-    sent = {"title": "Mine", "id": 999, "user_id": "bob", "completed": True, "created_at": "2000-01-01T00:00:00Z"}
+    sent = {
+        "title": "Mine",
+        "id": 999,
+        "user_id": "bob",
+        "completed": True,
+        "created_at": "2000-01-01T00:00:00Z",
+    }
     task = alice.post("/api/tasks", json=sent).json()
     assert task["id"] != 999
     assert task["user_id"] == "alice"
@@ -203,7 +214,12 @@ def test_list_is_mine_and_newest_first(alice, bob, prefix):
 @pytest.mark.parametrize("prefix", PREFIXES)
 @pytest.mark.parametrize(
     ("status", "expected"),
-    [("all", ["done", "open"]), ("pending", ["open"]), ("completed", ["done"]), (None, ["done", "open"])],
+    [
+        ("all", ["done", "open"]),
+        ("pending", ["open"]),
+        ("completed", ["done"]),
+        (None, ["done", "open"]),
+    ],
 )
 def test_list_filters_by_status(alice, prefix, status, expected):
     alice.create("open")
@@ -378,7 +394,9 @@ def test_no_status_filter_shows_someone_elses_tasks(alice, bob, status):
 @pytest.mark.parametrize(("method", "route"), OPERATIONS)
 def test_another_user_id_in_the_path_is_403(alice, bob, method, route):
     task = alice.create()
-    r = bob.request(method, "/api/alice/tasks" + route.format(id=task["id"]), json=BODIES.get(method))
+    r = bob.request(
+        method, "/api/alice/tasks" + route.format(id=task["id"]), json=BODIES.get(method)
+    )
     assert r.status_code == 403, r.text
     assert r.json() == {"detail": "The user id in the path is not yours"}
     assert alice.get("/api/tasks").json() == [task]
@@ -386,7 +404,9 @@ def test_another_user_id_in_the_path_is_403(alice, bob, method, route):
 
 # --- Auth ---
 
-ALL_ROUTES = [(method, prefix + route.format(id=1)) for prefix in PREFIXES for method, route in OPERATIONS]
+ALL_ROUTES = [
+    (method, prefix + route.format(id=1)) for prefix in PREFIXES for method, route in OPERATIONS
+]
 
 
 @pytest.mark.parametrize(("method", "path"), ALL_ROUTES)
@@ -400,8 +420,9 @@ def test_every_route_refuses_a_missing_or_malformed_token(client, method, path, 
 
 
 class JWKSServer:
-    """Better Auth's /api/auth/jwks on loopback, with keys made in the test; it can be made to misbehave:
-    answer late, fail, send another body (`answer`), or trickle its body a byte every `trickle` seconds."""
+    """Better Auth's /api/auth/jwks on loopback, with keys made in the test. It can be made to
+    misbehave: answer late, fail, send another body (`answer`), or send its body a byte every
+    `trickle` seconds."""
 
     def __init__(self):
         self.private_keys: dict[str, object] = {}
@@ -440,7 +461,10 @@ class JWKSServer:
     ALGORITHMS = {
         "EdDSA": (ed25519.Ed25519PrivateKey.generate, jwt.algorithms.OKPAlgorithm),
         "ES256": (lambda: ec.generate_private_key(ec.SECP256R1()), jwt.algorithms.ECAlgorithm),
-        "RS256": (lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048), jwt.algorithms.RSAAlgorithm),
+        "RS256": (
+            lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            jwt.algorithms.RSAAlgorithm,
+        ),
         "PS256": (
             lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
             jwt.algorithms.RSAPSSAlgorithm,
@@ -456,21 +480,29 @@ class JWKSServer:
         keys = []
         for kid, (algorithm, private_key) in list(self.private_keys.items()):
             to_jwk = self.ALGORITHMS[algorithm][1].to_jwk
-            keys.append(to_jwk(private_key.public_key(), as_dict=True) | {"kid": kid, "alg": algorithm})
+            keys.append(
+                to_jwk(private_key.public_key(), as_dict=True) | {"kid": kid, "alg": algorithm}
+            )
         return keys
 
     def token(self, kid: str, user_id="alice", **claims) -> str:
         algorithm, private_key = self.private_keys[kid]
         claims = {"iss": self.url, "aud": self.url} | claims
-        return make_token(user_id, key=private_key, algorithm=algorithm, headers={"kid": kid}, **claims)
+        return make_token(
+            user_id, key=private_key, algorithm=algorithm, headers={"kid": kid}, **claims
+        )
 
 
 @pytest.fixture
 def jwks(monkeypatch):
     server = JWKSServer()
-    monkeypatch.setattr(main.settings, "better_auth_url", server.url + "/")  # a trailing slash changes nothing
+    monkeypatch.setattr(
+        main.settings, "better_auth_url", server.url + "/"
+    )  # a trailing slash changes nothing
     monkeypatch.setattr(main.settings, "better_auth_secret", None)
-    monkeypatch.setattr(main.settings, "database_url", "postgresql://db.example/todo")  # no local secret either
+    monkeypatch.setattr(
+        main.settings, "database_url", "postgresql://db.example/todo"
+    )  # no local secret either
     yield server
     server.httpd.shutdown()
     server.httpd.server_close()
@@ -489,7 +521,8 @@ def test_better_auth_jwks_tokens_are_accepted(client, jwks, algorithm):
 
 @pytest.mark.parametrize("path", ["", "/api/auth", "/api/auth/"])
 def test_better_auth_url_is_read_as_better_auth_reads_it(client, jwks, monkeypatch, path):
-    """Better Auth takes a BETTER_AUTH_URL with a path as the address of its API, and its origin as `iss`/`aud`."""
+    """Better Auth reads a BETTER_AUTH_URL with a path as its API's address; `iss`/`aud` are its
+    origin."""
     monkeypatch.setattr(main.settings, "better_auth_url", jwks.url + path)
     r = get_tasks(client, jwks.token(jwks.add_key()))
     assert r.status_code == 200, r.text
@@ -504,7 +537,9 @@ def expired():
 
 
 def unsigned_token():
-    return jwt.encode({"sub": "alice", "exp": datetime.now(UTC) + timedelta(hours=1)}, None, algorithm="none")
+    return jwt.encode(
+        {"sub": "alice", "exp": datetime.now(UTC) + timedelta(hours=1)}, None, algorithm="none"
+    )
 
 
 def segment(data: dict | bytes) -> bytes:
@@ -513,7 +548,7 @@ def segment(data: dict | bytes) -> bytes:
 
 
 def hs256_signed_with(key_bytes: bytes, **header) -> str:
-    """What an attacker builds by hand: an HS256 token keyed with a public key (PyJWT refuses to)."""
+    """What an attacker builds by hand: an HS256 token keyed with a public key (PyJWT won't)."""
     claims = {"sub": "alice", "exp": int(time.time()) + 3600}
     signing_input = segment({"alg": "HS256", "typ": "JWT", **header}) + b"." + segment(claims)
     signature = segment(hmac.new(key_bytes, signing_input, hashlib.sha256).digest())
@@ -524,7 +559,10 @@ def hs256_signed_with(key_bytes: bytes, **header) -> str:
     ("token", "reason"),
     [
         (lambda: "a.b.c", "Invalid token"),
-        (lambda: make_token(key="another-secret-that-is-long-enough-too"), "Signature verification failed"),
+        (
+            lambda: make_token(key="another-secret-that-is-long-enough-too"),
+            "Signature verification failed",
+        ),
         (lambda: make_token()[:-4] + "AAAA", "Signature verification failed"),
         (lambda: make_token(exp=expired()), "Signature has expired"),
         (lambda: make_token(exp=None), 'missing the "exp" claim'),
@@ -570,7 +608,10 @@ def test_any_user_id_a_token_may_carry_can_write(client):
 
 
 def test_a_little_clock_skew_is_tolerated(client):
-    assert get_tasks(client, make_token(exp=datetime.now(UTC) - timedelta(seconds=5))).status_code == 200
+    assert (
+        get_tasks(client, make_token(exp=datetime.now(UTC) - timedelta(seconds=5))).status_code
+        == 200
+    )
 
 
 def test_hs256_issuer_and_audience_are_checked_when_configured(client, monkeypatch):
@@ -579,7 +620,10 @@ def test_hs256_issuer_and_audience_are_checked_when_configured(client, monkeypat
     monkeypatch.setattr(main.settings, "jwt_audience", "todo-api")
     good = {"iss": "https://todo.example", "aud": "todo-api"}
     assert get_tasks(client, make_token(**good)).status_code == 200
-    for wrong, reason in [({"iss": "evil"}, "Invalid issuer"), ({"aud": "other"}, "Audience doesn't match")]:
+    for wrong, reason in [
+        ({"iss": "evil"}, "Invalid issuer"),
+        ({"aud": "other"}, "Audience doesn't match"),
+    ]:
         r = get_tasks(client, make_token(**good | wrong))
         assert r.status_code == 401, r.text
         assert reason in r.json()["detail"]
@@ -603,8 +647,16 @@ def public_pem(kid, jwks) -> bytes:
         (lambda jwks, kid: jwks.token(kid, exp=expired()), "Signature has expired"),
         (lambda jwks, kid: jwks.token(kid, user_id=None), 'missing the "sub" claim'),
         (lambda jwks, kid: jwks.token(kid)[:-4] + "AAAA", "Signature verification failed"),
-        (lambda jwks, kid: hs256_signed_with(public_pem(kid, jwks), kid=kid), "HS256 are not accepted"),
-        (lambda jwks, kid: hs256_signed_with(json.dumps(jwks.public_jwks()[0]).encode(), kid=kid), "HS256"),
+        (
+            lambda jwks, kid: hs256_signed_with(public_pem(kid, jwks), kid=kid),
+            "HS256 are not accepted",
+        ),
+        (
+            lambda jwks, kid: hs256_signed_with(
+                json.dumps(jwks.public_jwks()[0]).encode(), kid=kid
+            ),
+            "HS256",
+        ),
         (lambda jwks, kid: unsigned_token(), "none are not accepted"),
         (lambda jwks, kid: make_token(headers={"kid": kid}), "HS256 are not accepted"),
     ],
@@ -632,7 +684,11 @@ def test_bad_jwks_tokens_are_401_saying_why(client, jwks, token, reason):
 def test_a_token_signed_by_another_key_with_a_known_kid_is_401(client, jwks):
     kid = jwks.add_key("EdDSA")
     forged = make_token(
-        key=ed25519.Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": kid}, iss=jwks.url, aud=jwks.url
+        key=ed25519.Ed25519PrivateKey.generate(),
+        algorithm="EdDSA",
+        headers={"kid": kid},
+        iss=jwks.url,
+        aud=jwks.url,
     )
     r = get_tasks(client, forged)
     assert r.status_code == 401, r.text
@@ -643,7 +699,9 @@ def test_a_token_whose_algorithm_does_not_fit_the_key_is_401(client, jwks):
     kid = jwks.add_key("EdDSA")
     other = jwks.add_key("ES256")
     algorithm, es_key = jwks.private_keys[other]
-    token = make_token(key=es_key, algorithm=algorithm, headers={"kid": kid}, iss=jwks.url, aud=jwks.url)
+    token = make_token(
+        key=es_key, algorithm=algorithm, headers={"kid": kid}, iss=jwks.url, aud=jwks.url
+    )
     assert get_tasks(client, token).status_code == 401
 
 
@@ -651,10 +709,15 @@ def test_asymmetric_tokens_without_a_jwks_configured_are_401(client):
     private_key = ed25519.Ed25519PrivateKey.generate()
     r = get_tasks(client, make_token(key=private_key, algorithm="EdDSA", headers={"kid": "k"}))
     assert r.status_code == 401, r.text
-    assert r.json()["detail"] == "Tokens signed with EdDSA need BETTER_AUTH_URL set to the Better Auth server"
+    assert (
+        r.json()["detail"]
+        == "Tokens signed with EdDSA need BETTER_AUTH_URL set to the Better Auth server"
+    )
 
 
-@pytest.mark.parametrize("token", ["Hd8sNcQ4rW2xT7vLp9KmZ3bYf6GjA1uE", "Hd8sNcQ4rW2xT7vLp9KmZ3bYf6GjA1uE.c2lnbmF0dXJl"])
+@pytest.mark.parametrize(
+    "token", ["Hd8sNcQ4rW2xT7vLp9KmZ3bYf6GjA1uE", "Hd8sNcQ4rW2xT7vLp9KmZ3bYf6GjA1uE.c2lnbmF0dXJl"]
+)
 def test_a_better_auth_session_token_is_401_saying_how_to_get_a_jwt(client, token):
     r = get_tasks(client, token)
     assert r.status_code == 401, r.text
@@ -690,10 +753,14 @@ def test_jwks_overrides(client, jwks, monkeypatch):
     ],
     ids=["its-origin", "other-aud", "other-iss", "no-aud", "no-iss"],
 )
-def test_with_only_a_jwks_url_tokens_must_name_its_origin_as_iss_and_aud(client, jwks, monkeypatch, claims, reason):
+def test_with_only_a_jwks_url_tokens_must_name_its_origin_as_iss_and_aud(
+    client, jwks, monkeypatch, claims, reason
+):
     monkeypatch.setattr(main.settings, "better_auth_url", None)
     monkeypatch.setattr(main.settings, "better_auth_jwks_url", f"{jwks.url}/api/auth/jwks")
-    r = get_tasks(client, jwks.token(jwks.add_key(), **claims))  # iss and aud are jwks.url unless given
+    r = get_tasks(
+        client, jwks.token(jwks.add_key(), **claims)
+    )  # iss and aud are jwks.url unless given
     if reason is None:
         assert r.status_code == 200, r.text
     else:
@@ -705,16 +772,26 @@ def test_with_only_a_jwks_url_tokens_must_name_its_origin_as_iss_and_aud(client,
 def clock(monkeypatch):
     """Moves the API's clock for key fetches forward without waiting."""
     clock = SimpleNamespace(offset=0.0)
-    monkeypatch.setattr(main, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + clock.offset))
+    monkeypatch.setattr(
+        main, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + clock.offset)
+    )
     return clock
 
 
 def jwks_token_with_kid(jwks, signing_kid, claimed_kid):
     algorithm, private_key = jwks.private_keys[signing_kid]
-    return make_token(key=private_key, algorithm=algorithm, headers={"kid": claimed_kid}, iss=jwks.url, aud=jwks.url)
+    return make_token(
+        key=private_key,
+        algorithm=algorithm,
+        headers={"kid": claimed_kid},
+        iss=jwks.url,
+        aud=jwks.url,
+    )
 
 
-def test_an_unknown_kid_is_503_until_a_fresh_key_set_lacks_it_and_cannot_flood_the_auth_server(client, jwks, clock):
+def test_an_unknown_kid_is_503_until_a_fresh_key_set_lacks_it_and_cannot_flood_the_auth_server(
+    client, jwks, clock
+):
     kid = jwks.add_key()
     assert get_tasks(client, jwks.token(kid)).status_code == 200
     for n in range(20):  # a key rotated in moments ago, or made up: not known yet
@@ -731,13 +808,20 @@ def test_an_unknown_kid_is_503_until_a_fresh_key_set_lacks_it_and_cannot_flood_t
 
 @pytest.mark.parametrize(
     ("kid", "reason"),
-    [(None, "No kid in the header"), (42, "must be a string"), (["a"], "must be a string"), ({}, "must be a string")],
+    [
+        (None, "No kid in the header"),
+        (42, "must be a string"),
+        (["a"], "must be a string"),
+        ({}, "must be a string"),
+    ],
 )
 def test_a_token_that_names_no_key_is_401_without_a_fetch(client, jwks, kid, reason):
     jwks.add_key()
     header = {"alg": "EdDSA", "typ": "JWT"} | ({"kid": kid} if kid is not None else {})
     claims = {"sub": "alice", "exp": int(time.time()) + 3600, "iss": jwks.url, "aud": jwks.url}
-    r = get_tasks(client, b".".join([segment(header), segment(claims), segment(b"signature")]).decode())
+    r = get_tasks(
+        client, b".".join([segment(header), segment(claims), segment(b"signature")]).decode()
+    )
     assert r.status_code == 401, r.text
     assert reason in r.json()["detail"]
     assert jwks.requests == 0
@@ -755,12 +839,16 @@ def test_a_rotated_key_is_accepted_after_one_fetch(client, jwks, clock):
 
 def test_a_withdrawn_key_stops_working_as_soon_as_a_key_set_without_it_is_seen(client, jwks, clock):
     leaked = jwks.add_key()
-    forged = jwks.token(leaked, exp=datetime.now(UTC) + timedelta(days=3650))  # the forger picks `exp`
+    forged = jwks.token(
+        leaked, exp=datetime.now(UTC) + timedelta(days=3650)
+    )  # the forger picks `exp`
     assert get_tasks(client, forged).status_code == 200
     del jwks.private_keys[leaked]  # withdrawn by Better Auth, and a new key made
     replacement = jwks.add_key()
     clock.offset = 11
-    assert get_tasks(client, jwks.token(replacement)).status_code == 200  # the API fetched the new set
+    assert (
+        get_tasks(client, jwks.token(replacement)).status_code == 200
+    )  # the API fetched the new set
     assert get_tasks(client, forged).status_code == 503  # refused at once; retry: maybe a new key?
     clock.offset = 22  # no: the next fresh key set lacks it too
     r = get_tasks(client, forged)
@@ -781,19 +869,29 @@ def test_an_unreachable_jwks_is_a_clear_error_never_acceptance(client, jwks):
     assert time.monotonic() - started < 6
 
 
-def test_a_jwks_address_that_serves_no_keys_is_logged_with_the_address(client, jwks, monkeypatch, caplog):
-    monkeypatch.setattr(main.settings, "better_auth_url", jwks.url + "/auth")  # where nothing is served
+def test_a_jwks_address_that_serves_no_keys_is_logged_with_the_address(
+    client, jwks, monkeypatch, caplog
+):
+    monkeypatch.setattr(
+        main.settings, "better_auth_url", jwks.url + "/auth"
+    )  # where nothing is served
     assert get_tasks(client, jwks.token(jwks.add_key())).status_code == 503
     assert f"Cannot fetch the token keys from {jwks.url}/auth/jwks" in caplog.text
     assert "404" in caplog.text
 
 
 def fetch_warnings(caplog) -> list[str]:
-    return [record.getMessage() for record in caplog.records if "Cannot fetch the token keys" in record.getMessage()]
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if "Cannot fetch the token keys" in record.getMessage()
+    ]
 
 
 def without_kids(jwks) -> bytes:
-    return json.dumps({"keys": [{k: v for k, v in key.items() if k != "kid"} for key in jwks.public_jwks()]}).encode()
+    return json.dumps(
+        {"keys": [{k: v for k, v in key.items() if k != "kid"} for key in jwks.public_jwks()]}
+    ).encode()
 
 
 @pytest.mark.parametrize(
@@ -804,13 +902,17 @@ def without_kids(jwks) -> bytes:
         pytest.param(lambda jwks: b"[]", id="a-list"),
         pytest.param(lambda jwks: b'{"keys": "x"}', id="keys-not-a-list"),
         pytest.param(lambda jwks: b'{"keys": [1, "x", null]}', id="keys-not-objects"),
-        pytest.param(lambda jwks: b'{"keys": [{"kty": "RSA", "alg": ["x"], "kid": "k"}]}', id="odd-alg"),
+        pytest.param(
+            lambda jwks: b'{"keys": [{"kty": "RSA", "alg": ["x"], "kid": "k"}]}', id="odd-alg"
+        ),
         pytest.param(without_kids, id="keys-without-kid"),
         pytest.param(lambda jwks: b"<html>Sign in</html>", id="html"),
         pytest.param(lambda jwks: b"[" * 100_000, id="deep-json"),
     ],
 )
-def test_a_jwks_answer_without_usable_keys_is_503_and_one_warning_until_fixed(client, jwks, clock, caplog, answer):
+def test_a_jwks_answer_without_usable_keys_is_503_and_one_warning_until_fixed(
+    client, jwks, clock, caplog, answer
+):
     kid = jwks.add_key()
     jwks.answer = answer(jwks)
     for _ in range(10):
@@ -830,7 +932,9 @@ def test_a_bad_answer_never_replaces_good_keys(client, jwks, clock):
     assert get_tasks(client, jwks.token(kid)).status_code == 200
     jwks.answer = b'{"keys": []}'
     clock.offset = 11
-    assert get_tasks(client, jwks_token_with_kid(jwks, kid, "unknown")).status_code == 503  # fetched: bad
+    assert (
+        get_tasks(client, jwks_token_with_kid(jwks, kid, "unknown")).status_code == 503
+    )  # fetched: bad
     assert jwks.requests == 2
     assert get_tasks(client, jwks.token(kid)).status_code == 200
 
@@ -846,7 +950,9 @@ def test_a_bad_answer_never_replaces_good_keys(client, jwks, clock):
         pytest.param({"iss": None}, id="no-iss"),
     ],
 )
-def test_a_token_refused_whatever_its_signature_is_401_even_while_the_keys_are_unavailable(client, jwks, claims):
+def test_a_token_refused_whatever_its_signature_is_401_even_while_the_keys_are_unavailable(
+    client, jwks, claims
+):
     kid = jwks.add_key()
     jwks.failing = True
     r = get_tasks(client, jwks.token(kid, **claims))
@@ -859,7 +965,9 @@ def timed(request, *args) -> tuple[int, float]:
     return request(*args).status_code, time.monotonic() - started
 
 
-def test_a_stalled_key_fetch_holds_up_only_the_request_that_waits_for_it(client, jwks, clock, caplog):
+def test_a_stalled_key_fetch_holds_up_only_the_request_that_waits_for_it(
+    client, jwks, clock, caplog
+):
     cached = jwks.add_key()
     assert get_tasks(client, jwks.token(cached)).status_code == 200
     rotated = jwks.add_key()
@@ -957,12 +1065,18 @@ def test_update_rejects_bad_fields_with_422(alice, body):
 @pytest.mark.parametrize("body", ['{"completed": null}', '{"completed": "true"}', "[]", "{"])
 def test_complete_rejects_a_bad_body_with_422(alice, body):
     task = alice.create()
-    r = alice.patch(f"/api/tasks/{task['id']}/complete", content=body, headers={"Content-Type": "application/json"})
+    r = alice.patch(
+        f"/api/tasks/{task['id']}/complete",
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 422, r.text
     assert alice.get(f"/api/tasks/{task['id']}").json() == task
 
 
-@pytest.mark.parametrize("raw", ['{"title": "\\ud800"}', '{"title": "ok", "description": "\\udfff"}', "{not json"])
+@pytest.mark.parametrize(
+    "raw", ['{"title": "\\ud800"}', '{"title": "ok", "description": "\\udfff"}', "{not json"]
+)
 def test_text_no_database_can_store_and_broken_json_are_422(alice, raw):
     r = alice.post("/api/tasks", content=raw, headers={"Content-Type": "application/json"})
     assert r.status_code == 422, r.text
@@ -1048,7 +1162,9 @@ def test_health(client):
 def test_database_unreachable_is_503(monkeypatch, path):
     nobody_listens = f"postgresql://postgres@127.0.0.1:{free_port()}/todo"
     monkeypatch.setattr(main, "engine", main.create_db_engine(nobody_listens))
-    r = User(TestClient(main.app), "alice").get(path)  # not entered: the lifespan would need the database
+    r = User(TestClient(main.app), "alice").get(
+        path
+    )  # not entered: the lifespan would need the database
     assert r.status_code == 503, r.text
     assert r.json() == {"detail": "Database unavailable, try again shortly"}
 
@@ -1064,12 +1180,16 @@ def test_openapi_documents_auth_errors_and_readable_operation_ids(client):
         "scheme": "bearer",
         "description": main.bearer.model.description,
     }
-    operations = [(path, method, op) for path, item in spec["paths"].items() for method, op in item.items()]
+    operations = [
+        (path, method, op) for path, item in spec["paths"].items() for method, op in item.items()
+    ]
     names = ["list_tasks", "create_task", "get_task", "update_task", "delete_task", "complete_task"]
     assert sorted(op["operationId"] for _, _, op in operations) == sorted(
         ["health", *names, *(f"{name}_for_user" for name in names)]
     )
-    task_operations = [(path, method, op) for path, method, op in operations if path.startswith("/api")]
+    task_operations = [
+        (path, method, op) for path, method, op in operations if path.startswith("/api")
+    ]
     for path, method, operation in task_operations:
         assert {"HTTPBearer": []} in operation["security"], (path, method)
         assert {"401", "503"} <= operation["responses"].keys(), (path, method)
@@ -1084,21 +1204,35 @@ def test_openapi_is_exact_for_client_generators(client):
     spec = client.get("/openapi.json").json()
     schemas = spec["components"]["schemas"]
     task = schemas["TaskPublic"]
-    assert set(task["required"]) == {"id", "user_id", "title", "description", "completed", "created_at", "updated_at"}
+    assert set(task["required"]) == {
+        "id",
+        "user_id",
+        "title",
+        "description",
+        "completed",
+        "created_at",
+        "updated_at",
+    }
     assert {"type": "null"} in task["properties"]["description"]["anyOf"]  # always sent, maybe null
     for prefix in ["/api/tasks", "/api/{user_id}/tasks"]:
         created = spec["paths"][prefix]["post"]["responses"]["201"]
         assert created["headers"]["Location"]["schema"] == {"type": "string"}
-        assert created["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/TaskPublic"}
+        assert created["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/TaskPublic"
+        }
     health = spec["paths"]["/health"]["get"]["responses"]
-    assert health["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Health"}
+    assert health["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Health"
+    }
     assert set(schemas["Health"]["required"]) == {"status", "database"}
     assert "auth" not in health["503"]["description"].lower()
 
 
 def test_docs_offer_a_realistic_example_and_the_root_leads_there(client):
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
-    assert schemas["TaskCreate"]["examples"] == [{"title": "Buy milk", "description": "Two litres, oat"}]
+    assert schemas["TaskCreate"]["examples"] == [
+        {"title": "Buy milk", "description": "Two litres, oat"}
+    ]
     assert schemas["TaskUpdate"]["examples"] == [{"title": "Buy oat milk", "completed": True}]
     r = client.get("/", follow_redirects=False)
     assert r.status_code == 307
@@ -1115,7 +1249,9 @@ def test_cors_lets_the_frontend_send_a_token_and_read_the_headers(alice):
     r = alice.client.options("/api/tasks/1", headers=preflight)
     assert r.status_code == 200, r.text
     assert r.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
-    assert {"authorization", "content-type"} <= set(r.headers["Access-Control-Allow-Headers"].lower().split(", "))
+    assert {"authorization", "content-type"} <= set(
+        r.headers["Access-Control-Allow-Headers"].lower().split(", ")
+    )
     r = alice.get("/api/tasks", headers={"Origin": "http://localhost:3000"})
     assert r.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
     assert r.headers["Access-Control-Expose-Headers"] == "Location"
@@ -1123,7 +1259,10 @@ def test_cors_lets_the_frontend_send_a_token_and_read_the_headers(alice):
 
 def test_cors_ignores_other_origins(alice):
     preflight = {"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
-    assert "Access-Control-Allow-Origin" not in alice.client.options("/api/tasks", headers=preflight).headers
+    assert (
+        "Access-Control-Allow-Origin"
+        not in alice.client.options("/api/tasks", headers=preflight).headers
+    )
     r = alice.get("/api/tasks", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in r.headers
 
@@ -1133,7 +1272,8 @@ def test_cors_ignores_other_origins(alice):
 
 @pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
 def test_neon_urls_run_with_psycopg_and_keep_their_parameters(scheme):
-    url = f"{scheme}://user:pw@ep-example-pooler.example/neondb?sslmode=require&channel_binding=require"
+    query = "sslmode=require&channel_binding=require"
+    url = f"{scheme}://user:pw@ep-example-pooler.example/neondb?{query}"
     engine = main.create_db_engine(url)
     assert engine.url.drivername == "postgresql+psycopg"
     assert engine.dialect.driver == "psycopg"
@@ -1154,7 +1294,13 @@ def test_local_secret_serves_sqlite_only(client, monkeypatch, tmp_path):
     assert get_tasks(client, token).status_code == 401
 
 
-VARIABLES = ["DATABASE_URL", "BETTER_AUTH_SECRET", "BETTER_AUTH_URL", "BETTER_AUTH_JWKS_URL", "JWT_ISSUER"]
+VARIABLES = [
+    "DATABASE_URL",
+    "BETTER_AUTH_SECRET",
+    "BETTER_AUTH_URL",
+    "BETTER_AUTH_JWKS_URL",
+    "JWT_ISSUER",
+]
 
 
 @pytest.fixture
@@ -1169,17 +1315,23 @@ def fresh_checkout(tmp_path):
 def start(checkout, env: dict, *options: str) -> subprocess.CompletedProcess:
     """`uvicorn main:app` that is expected to refuse to start; what it printed."""
     command = [sys.executable, "-m", "uvicorn", "main:app", "--port", str(free_port()), *options]
-    return subprocess.run(command, cwd=checkout.path, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        command, cwd=checkout.path, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
-@pytest.mark.parametrize("where", ["environment", "environment, secrets empty", ".env, secrets empty"])
+@pytest.mark.parametrize(
+    "where", ["environment", "environment, secrets empty", ".env, secrets empty"]
+)
 def test_a_deployment_that_cannot_verify_tokens_refuses_to_start(fresh_checkout, where):
     variables = {"DATABASE_URL": "postgresql://user:pw@db.example/todo"}
     if "empty" in where:
         variables |= {"BETTER_AUTH_SECRET": "", "BETTER_AUTH_URL": ""}
     env = fresh_checkout.env
     if where.startswith(".env"):
-        (fresh_checkout.path / ".env").write_text("".join(f"{name}={value}\n" for name, value in variables.items()))
+        (fresh_checkout.path / ".env").write_text(
+            "".join(f"{name}={value}\n" for name, value in variables.items())
+        )
     else:
         env = env | variables
     r = start(fresh_checkout, env)
@@ -1210,7 +1362,8 @@ def test_a_deployment_that_cannot_verify_tokens_refuses_to_start(fresh_checkout,
         ),
         pytest.param(
             {"BETTER_AUTH_URL": "localhost:3000"},
-            "BETTER_AUTH_URL is 'localhost:3000', not a URL: write it whole (http://localhost:3000)",
+            "BETTER_AUTH_URL is 'localhost:3000', not a URL: "
+            "write it whole (http://localhost:3000)",
             id="auth-url-without-scheme",
         ),
         pytest.param(
@@ -1220,14 +1373,17 @@ def test_a_deployment_that_cannot_verify_tokens_refuses_to_start(fresh_checkout,
         ),
     ],
 )
-def test_a_configuration_mistake_ends_startup_with_one_line_saying_what_to_do(fresh_checkout, variables, says):
+def test_a_configuration_mistake_ends_startup_with_one_line_saying_what_to_do(
+    fresh_checkout, variables, says
+):
     r = start(fresh_checkout, fresh_checkout.env | {"BETTER_AUTH_SECRET": SECRET} | variables)
     assert r.returncode != 0
     assert r.stderr.strip().splitlines() == [f"Refusing to start: {says}"]
 
 
 def test_a_dot_env_saved_by_notepad_is_read(fresh_checkout):
-    lines = f"CORS_ORIGINS=https://app.example\r\nBETTER_AUTH_SECRET={SECRET}\r\n"  # CRLF endings, and a BOM:
+    # CRLF endings, and a BOM:
+    lines = f"CORS_ORIGINS=https://app.example\r\nBETTER_AUTH_SECRET={SECRET}\r\n"
     (fresh_checkout.path / ".env").write_text(lines, encoding="utf-8-sig", newline="")
     with serving(fresh_checkout, fresh_checkout.env) as (_, log):
         pass
@@ -1236,11 +1392,14 @@ def test_a_dot_env_saved_by_notepad_is_read(fresh_checkout):
 
 
 def test_a_dot_env_written_by_windows_powershell_refuses_to_start_in_one_line(fresh_checkout):
-    (fresh_checkout.path / ".env").write_text(f"BETTER_AUTH_SECRET={SECRET}\n", encoding="utf-16")  # `echo … > .env`
+    (fresh_checkout.path / ".env").write_text(
+        f"BETTER_AUTH_SECRET={SECRET}\n", encoding="utf-16"
+    )  # `echo … > .env`
     r = start(fresh_checkout, fresh_checkout.env)
     assert r.returncode != 0
     assert r.stderr.strip().splitlines() == [
-        "Refusing to start: .env is not UTF-8 (Windows PowerShell's > writes UTF-16): save it as UTF-8"
+        "Refusing to start: .env is not UTF-8 (Windows PowerShell's > writes UTF-16): "
+        "save it as UTF-8"
     ]
 
 
@@ -1250,13 +1409,23 @@ def test_env_example_holds_the_placeholder_the_api_refuses():
 
 
 def unreachable_databases() -> list:
-    cases = [pytest.param("sqlite:////no/such/folder/todo.db", "unable to open database file", id="sqlite-no-folder")]
+    cases = [
+        pytest.param(
+            "sqlite:////no/such/folder/todo.db",
+            "unable to open database file",
+            id="sqlite-no-folder",
+        )
+    ]
     if TEST_DATABASE_URL:
         server = make_url(TEST_DATABASE_URL)
         nobody_listens = server.set(host="127.0.0.1", port=free_port())
         cases += [
             pytest.param(nobody_listens, "Connection refused", id="postgres-unreachable-host"),
-            pytest.param(server.set(database="no_such_db"), 'database "no_such_db" does not exist', id="no-database"),
+            pytest.param(
+                server.set(database="no_such_db"),
+                'database "no_such_db" does not exist',
+                id="no-database",
+            ),
         ]
     return cases
 
@@ -1264,7 +1433,10 @@ def unreachable_databases() -> list:
 @pytest.mark.parametrize(("url", "reason"), unreachable_databases())
 def test_a_database_that_cannot_be_reached_ends_startup_with_one_line(fresh_checkout, url, reason):
     database_url = url if isinstance(url, str) else url.render_as_string(hide_password=False)
-    r = start(fresh_checkout, fresh_checkout.env | {"DATABASE_URL": database_url, "BETTER_AUTH_SECRET": SECRET})
+    r = start(
+        fresh_checkout,
+        fresh_checkout.env | {"DATABASE_URL": database_url, "BETTER_AUTH_SECRET": SECRET},
+    )
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
     [line] = [line for line in r.stderr.splitlines() if "DATABASE_URL" in line]
@@ -1275,13 +1447,17 @@ def test_a_database_that_cannot_be_reached_ends_startup_with_one_line(fresh_chec
 
 @contextmanager
 def serving(checkout, env: dict, *options: str, workers: int = 1):
-    """`uvicorn main:app` running until the block ends; yields its address and what it has logged."""
+    """`uvicorn main:app` running until the block ends; yields its address and what it logged."""
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "main:app", "--port", str(port), *options]
-    server = subprocess.Popen(command, cwd=checkout.path, env=env, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        command, cwd=checkout.path, env=env, stderr=subprocess.PIPE, text=True
+    )
     log = SimpleNamespace(text="")
     try:
-        while log.text.count("Application startup complete") < workers or "running on" not in log.text:
+        while (
+            log.text.count("Application startup complete") < workers or "running on" not in log.text
+        ):
             line = server.stderr.readline()
             assert line, f"uvicorn exited: {log.text}"
             log.text += line
@@ -1300,7 +1476,11 @@ def test_quickstart_serves_on_sqlite_with_a_local_token(fresh_checkout):
             text=True,
             check=True,
         ).stdout.strip()
-        r = httpx2.post(f"{url}/api/tasks", json={"title": "hello"}, headers={"Authorization": f"Bearer {token}"})
+        r = httpx2.post(
+            f"{url}/api/tasks",
+            json={"title": "hello"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert r.status_code == 201, r.text
         assert (fresh_checkout.path / "todo.db").exists()
     assert "sqlite:///" in log.text
@@ -1311,7 +1491,10 @@ def test_quickstart_serves_on_sqlite_with_a_local_token(fresh_checkout):
 
 def test_the_token_command_refuses_an_empty_user_id(fresh_checkout):
     r = subprocess.run(
-        [sys.executable, "main.py", "token", ""], cwd=fresh_checkout.path, env=fresh_checkout.env, capture_output=True
+        [sys.executable, "main.py", "token", ""],
+        cwd=fresh_checkout.path,
+        env=fresh_checkout.env,
+        capture_output=True,
     )
     assert r.returncode != 0
     assert b"non-empty user id" in r.stderr
@@ -1323,7 +1506,10 @@ def test_cors_origins_is_a_list_written_as_copied_from_the_address_bar(fresh_che
         for origin, allowed in [("https://app.example", True), ("https://admin.example", True)]:
             preflight = {"Origin": origin, "Access-Control-Request-Method": "GET"}
             r = httpx2.options(f"{url}/api/tasks", headers=preflight)
-            assert (r.headers.get("Access-Control-Allow-Origin") == origin) is allowed, (origin, r.headers)
+            assert (r.headers.get("Access-Control-Allow-Origin") == origin) is allowed, (
+                origin,
+                r.headers,
+            )
         r = httpx2.options(f"{url}/api/tasks", headers={"Origin": "http://localhost:3000"})
         assert "Access-Control-Allow-Origin" not in r.headers
     assert "Allowing browser origins: https://app.example, https://admin.example" in log.text
@@ -1332,9 +1518,14 @@ def test_cors_origins_is_a_list_written_as_copied_from_the_address_bar(fresh_che
 def test_a_short_secret_starts_with_one_warning(fresh_checkout):
     short = "only-twenty-chars-xx"
     with serving(fresh_checkout, fresh_checkout.env | {"BETTER_AUTH_SECRET": short}) as (url, log):
-        with pytest.warns(jwt.InsecureKeyLengthWarning):  # what PyJWT says on every use of such a key
+        with pytest.warns(
+            jwt.InsecureKeyLengthWarning
+        ):  # what PyJWT says on every use of such a key
             token = make_token(key=short)
-        assert httpx2.get(f"{url}/api/tasks", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert (
+            httpx2.get(f"{url}/api/tasks", headers={"Authorization": f"Bearer {token}"}).status_code
+            == 200
+        )
     warnings = [line for line in log.text.splitlines() if "WARNING" in line or "Warning" in line]
     assert warnings == [
         "WARNING:  BETTER_AUTH_SECRET is under 32 characters: use openssl rand -base64 32"
@@ -1361,11 +1552,18 @@ def test_startup_log_masks_the_password_and_never_shows_the_secret(fresh_checkou
 @needs_postgres
 def test_with_only_better_auth_url_the_startup_log_names_the_keys_alone(fresh_checkout, engine):
     database = engine.url.render_as_string(hide_password=False)
-    env = fresh_checkout.env | {"DATABASE_URL": database, "BETTER_AUTH_URL": "http://localhost:3000"}
+    env = fresh_checkout.env | {
+        "DATABASE_URL": database,
+        "BETTER_AUTH_URL": "http://localhost:3000",
+    }
     with serving(fresh_checkout, env) as (_, log):
         pass
     [line] = [line for line in log.text.splitlines() if "Accepting tokens" in line]
-    assert line == "INFO:     Accepting tokens: EdDSA/ES256/RS256/PS256 (keys from http://localhost:3000/api/auth/jwks)"
+    assert (
+        line
+        == "INFO:     Accepting tokens: EdDSA/ES256/RS256/PS256"
+        " (keys from http://localhost:3000/api/auth/jwks)"
+    )
 
 
 # --- Deployment: several workers, many connections, a pooler ---
@@ -1396,10 +1594,12 @@ def test_four_workers_starting_together_on_an_empty_database_all_serve(fresh_che
         assert "died" not in log.text
 
 
-@pytest.mark.skipif(os.name != "posix", reason="raises the open-files limit with `resource`, which is Unix-only")
+@pytest.mark.skipif(
+    os.name != "posix", reason="raises the open-files limit with `resource`, which is Unix-only"
+)
 def test_every_request_is_answered_with_ten_thousand_idle_clients_connected(fresh_checkout):
-    """Browsers keep connections open and load balancers hold pools; a database connection opened then
-    has a descriptor past 1023, which select() cannot watch."""
+    """Browsers keep connections open and load balancers hold pools; a database connection opened
+    then has a descriptor past 1023, which select() cannot watch."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -1408,17 +1608,26 @@ def test_every_request_is_answered_with_ten_thousand_idle_clients_connected(fres
         if os.environ.get("CI"):
             pytest.fail(f"CI must run this test: the open-files hard limit is {hard}, under 10,500")
         pytest.skip(f"needs an open-files hard limit of 10,500 (ulimit -Hn says {hard})")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))  # the server started below inherits it
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE, (wanted, hard)
+    )  # the server started below inherits it
     idle: list[socket.socket] = []
     try:
         with empty_database() as url:
             env = fresh_checkout.env | {"DATABASE_URL": url, "BETTER_AUTH_SECRET": SECRET}
             with serving(fresh_checkout, env) as (address, log):
-                idle += [socket.create_connection(("127.0.0.1", int(address.rsplit(":", 1)[1]))) for _ in range(10_000)]
+                idle += [
+                    socket.create_connection(("127.0.0.1", int(address.rsplit(":", 1)[1])))
+                    for _ in range(10_000)
+                ]
                 headers = {"Authorization": f"Bearer {make_token()}"}
                 with httpx2.Client(base_url=address, headers=headers, timeout=30) as http:
-                    created = at_once(100, lambda n: http.post("/api/tasks", json={"title": f"t{n}"}))
-                    assert [r.status_code for r in created] == [201] * 100, [r.text for r in created][:3]
+                    created = at_once(
+                        100, lambda n: http.post("/api/tasks", json={"title": f"t{n}"})
+                    )
+                    assert [r.status_code for r in created] == [201] * 100, [
+                        r.text for r in created
+                    ][:3]
                     read = at_once(200, lambda n: http.get(created[n % 100].headers["Location"]))
                     assert [r.status_code for r in read] == [200] * 200, [r.text for r in read][:3]
                     assert len(http.get("/api/tasks").json()) == 100
@@ -1430,7 +1639,7 @@ def test_every_request_is_answered_with_ten_thousand_idle_clients_connected(fres
 
 
 class Proxy:
-    """A TCP proxy to the database that the test can cut, as if the database had gone away, and restore."""
+    """A TCP proxy to the database that a test can cut, as if the database had gone, and restore."""
 
     def __init__(self, host: str, port: int):
         self.target = (host, port)
@@ -1468,7 +1677,8 @@ class Proxy:
 
 @pytest.fixture
 def pgbouncer(engine):
-    """PgBouncer in transaction mode in front of the test database, with fewer server connections than clients."""
+    """PgBouncer in transaction mode before the test database, with fewer server connections than
+    clients."""
     binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
     if binary is None:
         if os.environ.get("CI"):
@@ -1480,7 +1690,8 @@ def pgbouncer(engine):
     (folder / "pgbouncer.ini").write_text(
         f"[databases]\n* = host={engine.url.host} port={engine.url.port or 5432}\n"
         f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
-        f"auth_type = trust\nauth_file = {folder / 'users.txt'}\npool_mode = transaction\ndefault_pool_size = 4\n"
+        f"auth_type = trust\nauth_file = {folder / 'users.txt'}\n"
+        "pool_mode = transaction\ndefault_pool_size = 4\n"
     )
     for path in [folder, *folder.iterdir()]:
         path.chmod(0o755)  # PgBouncer will not run as root: it reads these as another user
@@ -1497,8 +1708,8 @@ def pgbouncer(engine):
 
 
 def mixed_traffic(client: TestClient, users: list[str]) -> list[list]:
-    """Each user, in a thread of their own, creates, reads, renames, toggles, lists and deletes; what each saw,
-    with ids numbered per user and the times left out, so that two runs can be compared."""
+    """Each user, in a thread of their own, creates, reads, renames, toggles, lists and deletes;
+    what each saw, with ids numbered per user and times left out, so that runs can be compared."""
 
     def one_user(user_id: str) -> list:
         user, ids, seen = User(client, user_id), {}, []
@@ -1529,7 +1740,9 @@ def mixed_traffic(client: TestClient, users: list[str]) -> list[list]:
 
 
 @needs_postgres
-def test_every_request_works_through_a_transaction_pooler_as_it_does_directly(client, pgbouncer, monkeypatch):
+def test_every_request_works_through_a_transaction_pooler_as_it_does_directly(
+    client, pgbouncer, monkeypatch
+):
     direct = mixed_traffic(client, [f"direct-{n}" for n in range(16)])
     assert all(status < 300 for seen in direct for status, _ in seen)
     pooled_engine = main.create_db_engine(pgbouncer.render_as_string(hide_password=False))
@@ -1546,19 +1759,27 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", main.app)
 
 
 @schema.parametrize()
-@hypothesis.settings(max_examples=50, deadline=None, database=None, suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.settings(
+    max_examples=50,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(hypothesis.HealthCheck),
+)
 def test_generated_requests_get_no_5xx_and_only_documented_responses(case):
     if "user_id" in (case.path_parameters or {}):
         case.path_parameters["user_id"] = "alice"  # else every request is a 403
-    # Every check on what the API answers; not the two that judge which requests it should accept, as
-    # JSON Schema cannot say "1–200 characters once trimmed" and unknown query parameters are ignored;
-    # nor the `Allow` of a 405, where Starlette names the methods of the first route on that path only.
+    # Every check on what the API answers; not the two that judge which requests it should
+    # accept, as JSON Schema cannot say "1–200 characters once trimmed" and unknown query
+    # parameters are ignored; nor the `Allow` of a 405, where Starlette names the methods of the
+    # first route on that path only.
     excluded = [
         schemathesis.checks.positive_data_acceptance,
         schemathesis.checks.negative_data_rejection,
         schemathesis.checks.allow_header_conformance,
     ]
-    case.call_and_validate(headers={"Authorization": f"Bearer {make_token()}"}, excluded_checks=excluded)
+    case.call_and_validate(
+        headers={"Authorization": f"Bearer {make_token()}"}, excluded_checks=excluded
+    )
 
 
 # --- Concurrency and database faults (PostgreSQL) ---
@@ -1592,19 +1813,28 @@ def test_concurrent_first_writes_by_many_users_are_all_kept_once(client):
 def test_concurrent_updates_of_one_task_never_fail(alice):
     task = alice.create()
     path = f"/api/tasks/{task['id']}"
-    updates = at_once(60, lambda n: alice.put(path, json={"title": f"v{n}", "completed": n % 2 == 0}))
+    updates = at_once(
+        60, lambda n: alice.put(path, json={"title": f"v{n}", "completed": n % 2 == 0})
+    )
     assert [r.status_code for r in updates] == [200] * 60
     final = alice.get(path).json()
     assert final["title"] in {f"v{n}" for n in range(60)}
-    assert final["completed"] is (int(final["title"][1:]) % 2 == 0)  # one update's values, not a mix
+    assert final["completed"] is (
+        int(final["title"][1:]) % 2 == 0
+    )  # one update's values, not a mix
 
 
 def kill_every_connection_to(url) -> None:
-    """pg_terminate_backend on every session of that database but ours, as a restart or Neon's suspend would."""
-    with psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False)) as admin:
+    """pg_terminate_backend on every session of that database but ours, as a restart or Neon's
+    suspend would."""
+    with psycopg.connect(
+        url.set(drivername="postgresql").render_as_string(hide_password=False)
+    ) as admin:
         admin.autocommit = True
         others = "datname = current_database() AND pid <> pg_backend_pid()"
-        killed = admin.execute(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE {others}")
+        killed = admin.execute(
+            f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE {others}"
+        )
         assert killed.fetchone()[0] > 1
         while admin.execute(f"SELECT count(*) FROM pg_stat_activity WHERE {others}").fetchone()[0]:
             time.sleep(0.05)
@@ -1618,14 +1848,19 @@ def test_connections_the_server_closed_are_replaced_unnoticed(alice, engine):
 
 
 def survives_an_outage(http, proxy: Proxy) -> None:
-    """Writes, an outage (quick 503s), recovery within 2 s, and then every acknowledged write and nothing else."""
+    """Writes, an outage (quick 503s), recovery within 2 s, then every acknowledged write and
+    nothing else."""
     kept = []
     for n in range(5):
         r = http.post("/api/tasks", json={"title": f"before {n}"})
         assert r.status_code == 201, r.text
         kept.append(r.json()["id"])
     proxy.cut()
-    for method, path in [("GET", "/api/tasks"), ("POST", "/api/tasks"), ("PATCH", f"/api/tasks/{kept[0]}/complete")]:
+    for method, path in [
+        ("GET", "/api/tasks"),
+        ("POST", "/api/tasks"),
+        ("PATCH", f"/api/tasks/{kept[0]}/complete"),
+    ]:
         started = time.monotonic()
         r = http.request(method, path, json={"title": "lost?"} if method == "POST" else None)
         assert time.monotonic() - started < 2
@@ -1640,12 +1875,16 @@ def survives_an_outage(http, proxy: Proxy) -> None:
         time.sleep(0.05)
     for _ in range(8):  # every worker, every connection
         tasks = http.get("/api/tasks").json()
-        assert sorted(task["id"] for task in tasks) == sorted(kept)  # every acknowledged write, nothing else
+        assert sorted(task["id"] for task in tasks) == sorted(
+            kept
+        )  # every acknowledged write, nothing else
         assert not any(task["completed"] for task in tasks)
 
 
 @needs_postgres
-def test_an_unreachable_database_is_503_quickly_and_recovered_from_with_no_write_lost(alice, engine, monkeypatch):
+def test_an_unreachable_database_is_503_quickly_and_recovered_from_with_no_write_lost(
+    alice, engine, monkeypatch
+):
     proxy = Proxy(engine.url.host, engine.url.port or 5432)
     proxied_url = engine.url.set(host="127.0.0.1", port=proxy.port)
     proxied = main.create_db_engine(proxied_url.render_as_string(hide_password=False))
@@ -1660,7 +1899,9 @@ def test_an_unreachable_database_is_503_quickly_and_recovered_from_with_no_write
 @needs_postgres
 def test_two_workers_ride_out_killed_connections_and_an_outage(fresh_checkout, engine):
     proxy = Proxy(engine.url.host, engine.url.port or 5432)
-    proxied = engine.url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    proxied = engine.url.set(host="127.0.0.1", port=proxy.port).render_as_string(
+        hide_password=False
+    )
     env = fresh_checkout.env | {"DATABASE_URL": proxied, "BETTER_AUTH_SECRET": SECRET}
     try:
         with serving(fresh_checkout, env, "--workers", "2", workers=2) as (address, _):
@@ -1668,7 +1909,9 @@ def test_two_workers_ride_out_killed_connections_and_an_outage(fresh_checkout, e
             with httpx2.Client(base_url=address, headers=headers, timeout=10) as http:
                 at_once(32, lambda _: http.get("/api/tasks"))  # connections open in both workers
                 kill_every_connection_to(engine.url)
-                assert [r.status_code for r in at_once(32, lambda _: http.get("/api/tasks"))] == [200] * 32
+                assert [r.status_code for r in at_once(32, lambda _: http.get("/api/tasks"))] == [
+                    200
+                ] * 32
                 survives_an_outage(http, proxy)
     finally:
         proxy.cut()
