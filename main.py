@@ -319,9 +319,6 @@ if not settings.is_sqlite and not (settings.better_auth_secret or settings.jwks_
 
 # --- The database engine ---
 
-TABLES_LOCK = 7162534  # the advisory lock's key: any number that no other code on the database uses
-
-
 def discard_closed(dbapi_connection, connection_record, connection_proxy) -> None:
     """Replace a connection the server closed (a restart, Neon's suspend): it has EOF waiting."""
     # Cheaper than pre-ping, a round trip. A selector, as select() fails past descriptor 1023.
@@ -335,19 +332,17 @@ def create_db_engine(url: str) -> Engine:
     db_url = make_url(url)
     if db_url.drivername in ("postgres", "postgresql"):  # the URL as Neon hands it out
         db_url = db_url.set(drivername="postgresql+psycopg")
-    # No prepared statements: a pooler in transaction mode may run the next one elsewhere.
-    connect_args = {"connect_timeout": 5, "prepare_threshold": None}
-    if db_url.get_backend_name() == "sqlite":
-        connect_args = {"check_same_thread": False}
+    sqlite = db_url.get_backend_name() == "sqlite"
     engine = create_engine(
         db_url,
-        connect_args=connect_args,
+        # No prepared statements: a pooler in transaction mode may run the next one elsewhere.
+        connect_args={} if sqlite else {"connect_timeout": 5, "prepare_threshold": None},
         isolation_level="AUTOCOMMIT",  # every request is one statement: no BEGIN/COMMIT round trips
         hide_parameters=True,  # keeps users' task text out of error logs
         pool_size=10,  # kept open: waiting for a connection beats opening one (TCP, TLS, auth)
         max_overflow=0,
     )
-    if engine.dialect.name == "sqlite":  # SQLite has foreign keys off, on every connection
+    if sqlite:  # SQLite has foreign keys off, on every connection
         event.listen(engine, "connect", lambda dbapi, _: dbapi.execute("PRAGMA foreign_keys = ON"))
     else:
         event.listen(engine, "checkout", discard_closed)
@@ -369,16 +364,14 @@ def create_tables() -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             connection.exec_driver_sql("BEGIN")
-            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({TABLES_LOCK})")
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7162534)")  # any unused key
         SQLModel.metadata.create_all(connection)
         connection.exec_driver_sql("COMMIT")
 
 
 # --- Tokens ---
 
-LEEWAY = 30  # seconds of clock difference tolerated between Better Auth and us
 ASYMMETRIC_ALGORITHMS = ["EdDSA", "ES256", "RS256", "PS256"]
-USER_ID = re.compile(r"[^\x00\ud800-\udfff]{1,255}")  # what users.id can store
 
 
 def unauthorized(detail: str) -> HTTPException:
@@ -395,15 +388,13 @@ async def verified_user(token: str) -> str:
         # The key decides the algorithm, never the token: HS256 only with the shared secret,
         # asymmetric algorithms only with a key from the JWKS.
         if algorithm == "HS256" and (secret := hs256_secret()):
-            issuer, audience = settings.jwt_issuer, settings.jwt_audience
-            return checked_subject(token, secret, ["HS256"], issuer, audience)
+            return checked_subject(token, secret, ["HS256"])
         if algorithm in ASYMMETRIC_ALGORITHMS and settings.jwks_url:
             # Better Auth's JWT plugin puts its server's origin in `iss` and `aud`.
             origin = WEB_ORIGIN.match(settings.better_auth_url or settings.better_auth_jwks_url)[0]
-            issuer, audience = settings.jwt_issuer or origin, settings.jwt_audience or origin
-            checked_subject(token, None, [], issuer, audience)  # expired…: 401, keys or not
+            checked_subject(token, None, [], origin)  # expired…: 401, keys or not
             key = await key_set.get(header.get("kid"))
-            return checked_subject(token, key, [key.algorithm_name], issuer, audience)
+            return checked_subject(token, key, [key.algorithm_name], origin)
     except jwt.PyJWTError as error:
         raise unauthorized(f"Invalid token: {error}") from None
     if algorithm in ASYMMETRIC_ALGORITHMS:
@@ -413,16 +404,17 @@ async def verified_user(token: str) -> str:
     raise unauthorized(f"Tokens signed with {algorithm} are not accepted here")
 
 
-def checked_subject(token: str, key, algorithms: list[str], issuer, audience) -> str:
+def checked_subject(token: str, key, algorithms: list[str], origin: str | None = None) -> str:
     """The token's `sub` once its claims pass, and its signature too unless `key` is None."""
+    issuer, audience = settings.jwt_issuer or origin, settings.jwt_audience or origin
     checks = {"verify_exp": True, "verify_iss": True, "verify_sub": True, "require": ["exp", "sub"]}
     options = checks | {"verify_signature": key is not None, "verify_aud": audience is not None}
     claims = jwt.decode(
-        token, key, algorithms, options=options, issuer=issuer, audience=audience, leeway=LEEWAY
+        token, key, algorithms, options=options, issuer=issuer, audience=audience, leeway=30
     )
     if not isinstance(claims["exp"], int | float):  # PyJWT takes "9999999999" too
         raise jwt.InvalidTokenError("exp must be a number")
-    if not USER_ID.fullmatch(claims["sub"]):
+    if not re.fullmatch(r"[^\x00\ud800-\udfff]{1,255}", claims["sub"]):  # what users.id can hold
         raise jwt.InvalidTokenError("sub must be 1-255 characters, with no NUL or lone surrogate")
     return claims["sub"]
 
@@ -447,18 +439,22 @@ class KeySet:
     async def fetch(self) -> None:
         """All of the auth server's keys, else a 503 (the token is not to blame) and a warning."""
         wait = self.next_fetch - time.monotonic()
-        if wait <= 0:  # one request waits for a fetch, 5 s at most; the others are answered at once
-            self.next_fetch, wait = time.monotonic() + 10, 10
-            try:
-                async with asyncio.timeout(5), httpx2.AsyncClient() as client:  # 5 s in all
-                    answer = await client.get(settings.jwks_url)
-                self.keys = usable_keys(answer.raise_for_status())
-                return
-            except Exception as error:  # whatever is wrong with the answer
-                reason = str(error) or "no whole answer within 5 s"
-                logger.warning("Cannot fetch the token keys from %s: %s", settings.jwks_url, reason)
-        detail = "Cannot verify the token now: the auth server's keys are unavailable"
-        raise HTTPException(503, detail, headers={"Retry-After": str(int(wait) + 1)})
+        if wait > 0:  # one request waits for a fetch, 5 s at most; the others are answered at once
+            raise keys_unavailable(wait)
+        self.next_fetch = time.monotonic() + 10
+        try:
+            async with asyncio.timeout(5), httpx2.AsyncClient() as client:  # in all, not per read
+                answer = await client.get(settings.jwks_url)
+            self.keys = usable_keys(answer.raise_for_status())
+        except Exception as error:  # whatever is wrong with the answer
+            reason = str(error) or "no whole answer within 5 s"
+            logger.warning("Cannot fetch the token keys from %s: %s", settings.jwks_url, reason)
+            raise keys_unavailable(10) from None
+
+
+def keys_unavailable(retry_after: float) -> HTTPException:
+    detail = "Cannot verify the token now: the auth server's keys are unavailable"
+    return HTTPException(503, detail, headers={"Retry-After": str(int(retry_after) + 1)})
 
 
 def usable_keys(answer: httpx2.Response) -> dict[str, jwt.PyJWK]:
@@ -493,7 +489,9 @@ def local_secret() -> str:
 
 
 def hs256_secret() -> str | None:
-    return settings.better_auth_secret or (local_secret() if settings.is_sqlite else None)
+    if settings.is_sqlite:  # the local secret serves the embedded setup alone, never a deployment
+        return settings.better_auth_secret or local_secret()
+    return settings.better_auth_secret
 
 
 # --- The app: lifespan, routers, middleware, error handlers ---
