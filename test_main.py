@@ -97,6 +97,7 @@ def configured(engine, monkeypatch):
     for name, value in known.items():
         monkeypatch.setattr(main.settings, name, value)
     monkeypatch.setattr(main, "key_set", main.KeySet())  # no keys from another test's JWKS
+    main.checked_claims.cache_clear()
     SQLModel.metadata.create_all(engine)
     yield
     with Session(engine) as session:
@@ -600,6 +601,21 @@ def test_bad_hs256_tokens_are_401_saying_why(client, token, reason):
     assert r.headers["WWW-Authenticate"] == "Bearer"
 
 
+@pytest.mark.parametrize("kind", ["HS256", "JWKS"])
+def test_a_token_seen_before_still_expires(client, clock, request, kind):
+    soon = datetime.now(UTC) + timedelta(minutes=1)
+    if kind == "JWKS":
+        jwks = request.getfixturevalue("jwks")
+        token = jwks.token(jwks.add_key(), exp=soon)
+    else:
+        token = make_token(exp=soon)
+    assert get_tasks(client, token).status_code == 200
+    clock.offset = 120
+    r = get_tasks(client, token)
+    assert r.status_code == 401, r.text
+    assert "Signature has expired" in r.json()["detail"]
+
+
 def test_any_user_id_a_token_may_carry_can_write(client):
     for user_id in ["x" * 255, "üñí©ødé 🙂", "user@example.com", "'; DROP TABLE tasks; --"]:
         r = User(client, user_id).post("/api/tasks", json={"title": "mine"})
@@ -772,9 +788,10 @@ def test_with_only_a_jwks_url_tokens_must_name_its_origin_as_iss_and_aud(
 def clock(monkeypatch):
     """Moves the API's clock for key fetches forward without waiting."""
     clock = SimpleNamespace(offset=0.0)
-    monkeypatch.setattr(
-        main, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + clock.offset)
+    later = SimpleNamespace(
+        monotonic=lambda: time.monotonic() + clock.offset, time=lambda: time.time() + clock.offset
     )
+    monkeypatch.setattr(main, "time", later)
     return clock
 
 
@@ -1560,8 +1577,7 @@ def test_with_only_better_auth_url_the_startup_log_names_the_keys_alone(fresh_ch
         pass
     [line] = [line for line in log.text.splitlines() if "Accepting tokens" in line]
     assert (
-        line
-        == "INFO:     Accepting tokens: EdDSA/ES256/RS256/PS256"
+        line == "INFO:     Accepting tokens: EdDSA/ES256/RS256/PS256"
         " (keys from http://localhost:3000/api/auth/jwks)"
     )
 
