@@ -81,7 +81,7 @@ class Task(TaskBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     user_id: str = Field(foreign_key="users.id", ondelete="CASCADE")
     completed: bool = False
-    created_at: datetime = Field(sa_type=TIMESTAMP)  # set by the INSERT, as for users
+    created_at: datetime = Field(sa_type=TIMESTAMP)  # set by create_task, with updated_at
     updated_at: datetime = Field(sa_type=TIMESTAMP, sa_column_kwargs={"onupdate": utcnow})
 
 
@@ -142,7 +142,7 @@ async def get_current_user(
     if credentials is None:
         raise unauthorized("Not authenticated: send 'Authorization: Bearer <token>'")
     # async: checking a token takes microseconds, and fetching keys awaits without a thread.
-    request.state.user = await verified_user(credentials.credentials)  # the seed asks for it
+    request.state.user = await verified_user(credentials.credentials)  # for middleware and logs
     return request.state.user
 
 
@@ -166,7 +166,7 @@ def write_owned_task(session: Session, task_id: int, owner: str, change: Update 
     """Run an UPDATE or DELETE on the owner's task in one round trip; 404 or 403 if not theirs."""
     owned = change.where(Task.id == task_id, Task.user_id == owner).returning(Task)
     task = session.exec(owned).scalar_one_or_none()
-    return task or get_owned_task(session, task_id, owner)
+    return task or get_owned_task(session, task_id, owner)  # matched nothing: raises 404 or 403
 
 
 def error_responses(*codes: int) -> dict[int | str, dict]:
@@ -265,7 +265,7 @@ logger = logging.getLogger("uvicorn.error")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
+    model_config = SettingsConfigDict(  # UTF-8 on every OS: Windows would use its legacy code page
         env_file=HERE / ".env", env_file_encoding="utf-8", env_ignore_empty=True, extra="ignore"
     )
 
@@ -283,10 +283,12 @@ class Settings(BaseSettings):
 
     @property
     def jwks_url(self) -> str | None:
-        if self.better_auth_jwks_url or not self.better_auth_url:
+        if self.better_auth_jwks_url:
             return self.better_auth_jwks_url
+        if not self.better_auth_url:
+            return None
         api = self.better_auth_url.rstrip("/")
-        if WEB_ORIGIN.fullmatch(api):  # as Better Auth reads it: a URL with a path is its API's
+        if WEB_ORIGIN.fullmatch(api):  # Better Auth reads a URL with a path as its API's address
             api += "/api/auth"
         return f"{api}/jwks"
 
@@ -297,15 +299,17 @@ def refuse_to_start(reason: str) -> NoReturn:
 
 try:
     settings = Settings()
-except UnicodeDecodeError:  # else Windows would read it in its legacy code page, as garbage
+except UnicodeDecodeError:
     refuse_to_start(".env is not UTF-8 (Windows PowerShell's > writes UTF-16): save it as UTF-8")
+# Origins as copied from the address bar: a trailing slash is fine.
 allowed_origins = [o.strip().rstrip("/") for o in settings.cors_origins.split(",") if o.strip()]
-for origin in allowed_origins:  # written as copied from the address bar: a trailing slash is fine
+for origin in allowed_origins:
     if not WEB_ORIGIN.fullmatch(origin):
         refuse_to_start(f"CORS_ORIGINS has {origin!r}, not an origin: write scheme://host[:port]")
 for name in ["BETTER_AUTH_URL", "BETTER_AUTH_JWKS_URL"]:
-    if (value := getattr(settings, name.lower())) and not WEB_ORIGIN.match(value):
-        refuse_to_start(f"{name} is {value!r}, not a URL: write it whole (http://localhost:3000)")
+    url = getattr(settings, name.lower())
+    if url and not WEB_ORIGIN.match(url):
+        refuse_to_start(f"{name} is {url!r}, not a URL: write it whole (http://localhost:3000)")
 if settings.better_auth_secret == PLACEHOLDER_SECRET:  # no secret that ships with the code works
     refuse_to_start(
         "BETTER_AUTH_SECRET is the placeholder from .env.example: use the frontend's secret"
@@ -319,9 +323,11 @@ if not settings.is_sqlite and not (settings.better_auth_secret or settings.jwks_
 
 # --- The database engine ---
 
+
 def discard_closed(dbapi_connection, connection_record, connection_proxy) -> None:
     """Replace a connection the server closed (a restart, Neon's suspend): it has EOF waiting."""
-    # Cheaper than pre-ping, a round trip. A selector, as select() fails past descriptor 1023.
+    # Pre-ping would cost a round trip per request; this costs none. A selector: select() fails
+    # once a descriptor passes 1023 (many open client connections).
     with selectors.DefaultSelector() as selector:
         selector.register(dbapi_connection, selectors.EVENT_READ)
         if selector.select(timeout=0):
@@ -394,31 +400,32 @@ async def verified_user(token: str) -> str:
             # Better Auth's JWT plugin puts its server's origin in `iss` and `aud`.
             origin = WEB_ORIGIN.match(settings.better_auth_url or settings.better_auth_jwks_url)[0]
             issuer, audience = settings.jwt_issuer or origin, settings.jwt_audience or origin
-            checked_subject(token, None, issuer, audience)  # expired…: a 401, keys or not
-            key = await key_set.get(header.get("kid"))
+            kid = header.get("kid")
+            if kid not in key_set.keys:  # before a fetch or a 503, refuse what no key could save
+                claims_of(token, None, issuer, audience)
+            key = await key_set.get(kid)
             return checked_subject(token, key, issuer, audience)
     except jwt.PyJWTError as error:
         raise unauthorized(f"Invalid token: {error}") from None
     if algorithm in ASYMMETRIC_ALGORITHMS:
         raise unauthorized(
-            f"Tokens signed with {algorithm} need BETTER_AUTH_URL set to the Better Auth server"
+            f"Tokens signed with {algorithm!r} need BETTER_AUTH_URL set to the Better Auth server"
         )
-    raise unauthorized(f"Tokens signed with {algorithm} are not accepted here")
+    raise unauthorized(f"Tokens signed with {algorithm!r} are not accepted here")
 
 
 def checked_subject(token: str, key, issuer: str | None, audience: str | None) -> str:
-    """The token's `sub` once its claims pass, and its signature too unless `key` is None."""
-    subject, expires = checked_claims(token, key, issuer, audience)
-    if time.time() > expires + LEEWAY:  # on every request, as the rest is cached
+    """The `sub` of a token whose claims and signature pass: cached, but `exp` checked each time."""
+    subject, expires = cached_claims(token, key, issuer, audience)
+    if time.time() > expires + LEEWAY:
         raise jwt.ExpiredSignatureError("Signature has expired")
     return subject
 
 
-# Cached, as PyJWT's checks cost ~15 % of a request's CPU; by key too, so that a key withdrawn
-# (and so gone from the key set refetched without it) can never be hit.
-@lru_cache(maxsize=4096)
-def checked_claims(token: str, key, issuer: str | None, audience: str | None) -> tuple[str, float]:
+def claims_of(token: str, key, issuer: str | None, audience: str | None) -> tuple[str, float]:
+    """The `sub` and `exp` of a token whose claims pass, and its signature unless `key` is None."""
     algorithms = [key.algorithm_name] if isinstance(key, jwt.PyJWK) else ["HS256"]
+    # Without the signature check PyJWT checks no claim unless asked to: each is asked for.
     checks = {"verify_exp": True, "verify_iss": True, "verify_sub": True, "require": ["exp", "sub"]}
     options = checks | {"verify_signature": key is not None, "verify_aud": audience is not None}
     claims = jwt.decode(
@@ -431,9 +438,15 @@ def checked_claims(token: str, key, issuer: str | None, audience: str | None) ->
     return claims["sub"], claims["exp"]
 
 
+# PyJWT's checks cost ~15 % of a request's CPU. Keyed by the key too: a key set refetched without
+# a withdrawn key holds no key object that could find that key's entries.
+cached_claims = lru_cache(maxsize=4096)(claims_of)
+
+
 class KeySet:
     """Better Auth's public keys by `kid`, all fetched anew when a token names one not held, at
-    most every 10 s: made-up `kid`s cannot flood the auth server; a key withdrawn there goes."""
+    most every 10 s: made-up `kid`s cannot flood the auth server, and a key withdrawn there stops
+    working here at the next fetch."""
 
     def __init__(self) -> None:
         self.keys: dict[str, jwt.PyJWK] = {}
@@ -577,8 +590,8 @@ app.include_router(  # the hackathon's shape, for the same routes
     responses=error_responses(403),
     generate_unique_id_function=lambda route: f"{route.name}_for_user",
 )
-# Inside CORS, so that a browser can read them: a JSON 413 (not FastAPI's max_body_size, whose 413
-# can be plain text outside CORS), and a 500 (Starlette's own answers outside CORS; it logs both).
+# Inside CORS, so that a browser can read them: a JSON 413 (FastAPI's max_body_size can answer in
+# plain text, outside CORS), and a 500 (Starlette's is sent outside CORS; both log the traceback).
 app.add_middleware(limit_body)
 app.add_middleware(
     ServerErrorMiddleware, handler=lambda *_: JSONResponse({"detail": "Internal server error"}, 500)
@@ -595,8 +608,8 @@ app.add_middleware(
 
 @app.exception_handler(RequestValidationError)
 async def validation_failed(request: Request, error: RequestValidationError) -> Response:
-    # ASCII-escaped: the echoed input may hold a lone surrogate, which UTF-8 cannot encode.
-    content = json.dumps({"detail": jsonable_encoder(error.errors())})
+    # The input is echoed: bytes as their repr, lone surrogates ASCII-escaped (not UTF-8 text).
+    content = json.dumps({"detail": jsonable_encoder(error.errors(), custom_encoder={bytes: repr})})
     return Response(content, 422, media_type="application/json")
 
 
@@ -612,7 +625,7 @@ class Health(SQLModel):
     database: Literal["ok"]
 
 
-app.add_api_route("/", lambda: RedirectResponse("/docs"), include_in_schema=False)  # front page
+app.add_api_route("/", lambda: RedirectResponse("/docs"), include_in_schema=False)
 
 
 @app.get("/health", responses=error_responses(503))

@@ -97,7 +97,7 @@ def configured(engine, monkeypatch):
     for name, value in known.items():
         monkeypatch.setattr(main.settings, name, value)
     monkeypatch.setattr(main, "key_set", main.KeySet())  # no keys from another test's JWKS
-    main.checked_claims.cache_clear()
+    main.cached_claims.cache_clear()
     SQLModel.metadata.create_all(engine)
     yield
     with Session(engine) as session:
@@ -575,7 +575,7 @@ def hs256_signed_with(key_bytes: bytes, **header) -> str:
         (lambda: make_token(user_id="\ud800"), "no NUL or lone surrogate"),
         (lambda: make_token(exp="9999999999"), "exp must be a number"),
         (lambda: make_token(exp=[1]), "Expiration Time claim (exp) must be an integer"),
-        (unsigned_token, "Tokens signed with none are not accepted"),
+        (unsigned_token, "Tokens signed with 'none' are not accepted"),
     ],
     ids=[
         "garbage",
@@ -665,7 +665,7 @@ def public_pem(kid, jwks) -> bytes:
         (lambda jwks, kid: jwks.token(kid)[:-4] + "AAAA", "Signature verification failed"),
         (
             lambda jwks, kid: hs256_signed_with(public_pem(kid, jwks), kid=kid),
-            "HS256 are not accepted",
+            "'HS256' are not accepted",
         ),
         (
             lambda jwks, kid: hs256_signed_with(
@@ -673,8 +673,8 @@ def public_pem(kid, jwks) -> bytes:
             ),
             "HS256",
         ),
-        (lambda jwks, kid: unsigned_token(), "none are not accepted"),
-        (lambda jwks, kid: make_token(headers={"kid": kid}), "HS256 are not accepted"),
+        (lambda jwks, kid: unsigned_token(), "'none' are not accepted"),
+        (lambda jwks, kid: make_token(headers={"kid": kid}), "'HS256' are not accepted"),
     ],
     ids=[
         "wrong-iss",
@@ -727,7 +727,7 @@ def test_asymmetric_tokens_without_a_jwks_configured_are_401(client):
     assert r.status_code == 401, r.text
     assert (
         r.json()["detail"]
-        == "Tokens signed with EdDSA need BETTER_AUTH_URL set to the Better Auth server"
+        == "Tokens signed with 'EdDSA' need BETTER_AUTH_URL set to the Better Auth server"
     )
 
 
@@ -821,6 +821,15 @@ def test_an_unknown_kid_is_503_until_a_fresh_key_set_lacks_it_and_cannot_flood_t
     assert r.status_code == 401, r.text
     assert r.json()["detail"] == "Invalid token: The auth server has no key 'still-unknown'"
     assert jwks.requests == 2
+
+
+@pytest.mark.parametrize("algorithm", ["\udfff", "\x00", ["HS256"], {"a": 1}, 42, None])
+def test_an_odd_algorithm_in_the_header_is_401_never_500(client, algorithm):
+    header = {"typ": "JWT"} | ({"alg": algorithm} if algorithm is not None else {})
+    claims = {"sub": "alice", "exp": int(time.time()) + 3600}
+    r = get_tasks(client, b".".join([segment(header), segment(claims), segment(b"sig")]).decode())
+    assert r.status_code == 401, r.text
+    assert r.json()["detail"]
 
 
 @pytest.mark.parametrize(
@@ -1088,6 +1097,17 @@ def test_complete_rejects_a_bad_body_with_422(alice, body):
         headers={"Content-Type": "application/json"},
     )
     assert r.status_code == 422, r.text
+    assert alice.get(f"/api/tasks/{task['id']}").json() == task
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize("body", [b"\xff\xfe", b"title=x", "caf\u00e9".encode()])
+def test_a_body_that_is_not_json_is_4xx_never_500(alice, content_type, body):
+    task = alice.create()
+    for method, path in [("POST", "/api/tasks"), ("PUT", f"/api/tasks/{task['id']}")]:
+        r = alice.request(method, path, content=body, headers={"Content-Type": content_type})
+        assert 400 <= r.status_code < 500, (method, r.text)
+        assert r.json()["detail"]
     assert alice.get(f"/api/tasks/{task['id']}").json() == task
 
 
