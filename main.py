@@ -126,7 +126,8 @@ class ErrorMessage(SQLModel):
 
 
 async def get_session() -> AsyncIterator[Session]:
-    # async, yet it never blocks: the connection is checked out in the endpoint's thread.
+    # async, yet it never blocks: the connection is checked out in the endpoint's thread. The
+    # engine autocommits (below): each statement a route runs is its own transaction.
     with Session(engine) as session:
         yield session
 
