@@ -390,6 +390,8 @@ async def verified_user(token: str) -> str:
     """The `sub` of a valid token; 401 saying why not, 503 if the auth server's keys are missing."""
     if token.count(".") != 2:
         raise unauthorized("Not a JWT but a Better Auth session token? Get one: authClient.token()")
+    if len(token) > 8192:  # tokens are read on the event loop: no megabytes there
+        raise unauthorized("Invalid token: longer than 8192 characters")
     try:
         header = jwt.get_unverified_header(token)
         algorithm = header.get("alg")
@@ -427,8 +429,9 @@ def claims_of(token: str, key, issuer: str | None, audience: str | None) -> tupl
     """The `sub` and `exp` of a token whose claims pass, and its signature unless `key` is None."""
     algorithms = [key.algorithm_name] if isinstance(key, jwt.PyJWK) else ["HS256"]
     # Without the signature check PyJWT checks no claim unless asked to: each is asked for.
-    checks = {"verify_exp": True, "verify_iss": True, "verify_sub": True, "require": ["exp", "sub"]}
+    checks = {f"verify_{name}": True for name in ["exp", "nbf", "iat", "iss", "sub", "jti"]}
     options = checks | {"verify_signature": key is not None, "verify_aud": audience is not None}
+    options["require"] = ["exp", "sub"]
     claims = jwt.decode(
         token, key, algorithms, options=options, issuer=issuer, audience=audience, leeway=LEEWAY
     )
@@ -469,13 +472,24 @@ class KeySet:
             raise keys_unavailable(wait)
         self.next_fetch = time.monotonic() + 10
         try:
-            async with asyncio.timeout(5), httpx2.AsyncClient() as client:  # in all, not per read
-                answer = await client.get(settings.jwks_url)
-            self.keys = usable_keys(answer.raise_for_status())
+            self.keys = usable_keys(await jwks_answer())
         except Exception as error:  # whatever is wrong with the answer
-            reason = str(error) or "no whole answer within 5 s"
+            reason = " ".join(str(error).split()) or "no whole answer within 5 s"
             logger.warning("Cannot fetch the token keys from %s: %s", settings.jwks_url, reason)
             raise keys_unavailable(10) from None
+
+
+async def jwks_answer() -> object:
+    """The JSON at the JWKS address, read in 5 s in all (not per read), and up to MAX_BODY bytes."""
+    body = b""
+    async with asyncio.timeout(5), httpx2.AsyncClient() as client:
+        async with client.stream("GET", settings.jwks_url) as answer:
+            answer.raise_for_status()
+            async for chunk in answer.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_BODY:
+                    raise ValueError(f"the answer is over {MAX_BODY} bytes")
+    return json.loads(body)
 
 
 def keys_unavailable(retry_after: float) -> HTTPException:
@@ -483,18 +497,23 @@ def keys_unavailable(retry_after: float) -> HTTPException:
     return HTTPException(503, detail, headers={"Retry-After": str(int(retry_after) + 1)})
 
 
-def usable_keys(answer: httpx2.Response) -> dict[str, jwt.PyJWK]:
-    """The keys of a JWKS answer that a token can name, by `kid`; ValueError if it has none."""
-    jwks = answer.json()
-    keys = jwt.PyJWKSet.from_dict(jwks) if isinstance(jwks, dict) else []
-    usable = {
-        key.key_id: key
-        for key in keys
-        if isinstance(key.key_id, str) and key.algorithm_name in ASYMMETRIC_ALGORITHMS
-    }
-    if not usable:
-        raise ValueError(f"no key with a kid and one of {', '.join(ASYMMETRIC_ALGORITHMS)}")
-    return usable
+def usable_keys(jwks: object) -> dict[str, jwt.PyJWK]:
+    """The public keys of a JWKS answer, by `kid`; a key PyJWT cannot read is left out."""
+    listed = jwks.get("keys") if isinstance(jwks, dict) else None
+    keys = {}
+    for jwk in listed if isinstance(listed, list) else []:
+        if not isinstance(jwk, dict):
+            continue
+        with suppress(jwt.PyJWTError, TypeError):
+            key = jwt.PyJWK(jwk)
+            # A key with its private half (published by mistake) cannot verify: left out.
+            public = not hasattr(key.key, "private_bytes")
+            accepted = key.algorithm_name in ASYMMETRIC_ALGORITHMS
+            if public and accepted and isinstance(key.key_id, str):
+                keys[key.key_id] = key
+    if not keys:
+        raise ValueError(f"no public key with a kid and one of {', '.join(ASYMMETRIC_ALGORITHMS)}")
+    return keys
 
 
 key_set = KeySet()  # one per process, shared by all requests

@@ -902,8 +902,10 @@ def test_a_jwks_address_that_serves_no_keys_is_logged_with_the_address(
         main.settings, "better_auth_url", jwks.url + "/auth"
     )  # where nothing is served
     assert get_tasks(client, jwks.token(jwks.add_key())).status_code == 503
-    assert f"Cannot fetch the token keys from {jwks.url}/auth/jwks" in caplog.text
-    assert "404" in caplog.text
+    [warning] = fetch_warnings(caplog)  # one line, though the client's message has several
+    assert warning.startswith(f"Cannot fetch the token keys from {jwks.url}/auth/jwks: ")
+    assert "404" in warning
+    assert "\n" not in warning
 
 
 def fetch_warnings(caplog) -> list[str]:
@@ -934,6 +936,9 @@ def without_kids(jwks) -> bytes:
         pytest.param(without_kids, id="keys-without-kid"),
         pytest.param(lambda jwks: b"<html>Sign in</html>", id="html"),
         pytest.param(lambda jwks: b"[" * 100_000, id="deep-json"),
+        pytest.param(
+            lambda jwks: json.dumps({"keys": jwks.public_jwks() * 2000}).encode(), id="huge"
+        ),
     ],
 )
 def test_a_jwks_answer_without_usable_keys_is_503_and_one_warning_until_fixed(
@@ -951,6 +956,42 @@ def test_a_jwks_answer_without_usable_keys_is_503_and_one_warning_until_fixed(
     jwks.answer = None  # fixed: tokens work again once the 10 s are over
     clock.offset = 11
     assert get_tasks(client, jwks.token(kid)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "odd_key",
+    [
+        pytest.param({"kty": "RSA", "n": "AQAB", "e": "AQAB", "alg": ["RS256"]}, id="list-alg"),
+        pytest.param({"kty": ["OKP"], "crv": "Ed25519", "x": 5}, id="odd-fields"),
+        pytest.param("not a key", id="a-string"),
+        pytest.param("private", id="a-private-key"),
+    ],
+)
+def test_keys_that_cannot_verify_are_left_out_and_the_others_kept(client, jwks, clock, odd_key):
+    good = jwks.add_key()
+    published = jwks.public_jwks()
+    if odd_key == "private":  # a private key published by mistake: its tokens are not accepted
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        odd_key = jwt.algorithms.RSAAlgorithm.to_jwk(private, as_dict=True) | {"alg": "PS256"}
+        jwks.private_keys["odd"] = ("PS256", private)
+    if isinstance(odd_key, dict):
+        odd_key = odd_key | {"kid": "odd"}
+    jwks.answer = json.dumps({"keys": [*published, odd_key]}).encode()
+    assert get_tasks(client, jwks.token(good)).status_code == 200
+    if "odd" in jwks.private_keys:
+        clock.offset = 11  # the set fetched then lacks it too
+        r = get_tasks(client, jwks.token("odd"))
+        assert r.status_code == 401, r.text
+        assert "has no key 'odd'" in r.json()["detail"]
+
+
+def test_a_token_of_megabytes_is_401_at_once(client):
+    token = make_token(pad="x" * 2_000_000)
+    started = time.monotonic()
+    r = get_tasks(client, token)
+    assert r.status_code == 401, r.text
+    assert "longer than 8192 characters" in r.json()["detail"]
+    assert time.monotonic() - started < 1
 
 
 def test_a_bad_answer_never_replaces_good_keys(client, jwks, clock):
@@ -974,6 +1015,8 @@ def test_a_bad_answer_never_replaces_good_keys(client, jwks, clock):
         pytest.param({"user_id": ""}, id="empty-sub"),
         pytest.param({"aud": "https://another-app.example"}, id="wrong-aud"),
         pytest.param({"iss": None}, id="no-iss"),
+        pytest.param({"nbf": int(time.time()) + 3600}, id="not-yet-valid"),
+        pytest.param({"jti": 42}, id="jti-not-a-string"),
     ],
 )
 def test_a_token_refused_whatever_its_signature_is_401_even_while_the_keys_are_unavailable(
