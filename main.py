@@ -398,8 +398,9 @@ async def verified_user(token: str) -> str:
         # The key decides the algorithm, never the token: HS256 only with the shared secret,
         # asymmetric algorithms only with a key from the JWKS.
         if algorithm == "HS256" and (secret := hs256_secret()):
-            return checked_subject(token, secret, settings.jwt_issuer, settings.jwt_audience)
-        if algorithm in ASYMMETRIC_ALGORITHMS and settings.jwks_url:
+            issuer, audience = settings.jwt_issuer, settings.jwt_audience
+            subject, expires = cached_claims(token, secret, issuer, audience)
+        elif algorithm in ASYMMETRIC_ALGORITHMS and settings.jwks_url:
             # Better Auth's JWT plugin puts its server's origin in `iss` and `aud`.
             origin = WEB_ORIGIN.match(settings.better_auth_url or settings.better_auth_jwks_url)[0]
             issuer, audience = settings.jwt_issuer or origin, settings.jwt_audience or origin
@@ -407,21 +408,16 @@ async def verified_user(token: str) -> str:
             if kid not in key_set.keys:  # before a fetch or a 503, refuse what no key could save
                 claims_of(token, None, issuer, audience)
             key = await key_set.get(kid)
-            return checked_subject(token, key, issuer, audience)
+            subject, expires = cached_claims(token, key, issuer, audience)
+        elif algorithm in ASYMMETRIC_ALGORITHMS:
+            hint = "need BETTER_AUTH_URL set to the Better Auth server"
+            raise unauthorized(f"Tokens signed with {algorithm!r} {hint}")
+        else:
+            raise unauthorized(f"Tokens signed with {algorithm!r} are not accepted here")
     except jwt.PyJWTError as error:
         raise unauthorized(f"Invalid token: {error}") from None
-    if algorithm in ASYMMETRIC_ALGORITHMS:
-        raise unauthorized(
-            f"Tokens signed with {algorithm!r} need BETTER_AUTH_URL set to the Better Auth server"
-        )
-    raise unauthorized(f"Tokens signed with {algorithm!r} are not accepted here")
-
-
-def checked_subject(token: str, key, issuer: str | None, audience: str | None) -> str:
-    """The `sub` of a token whose claims and signature pass: cached, but `exp` checked each time."""
-    subject, expires = cached_claims(token, key, issuer, audience)
-    if time.time() > expires + LEEWAY:
-        raise jwt.ExpiredSignatureError("Signature has expired")
+    if time.time() > expires + LEEWAY:  # on every request, as the rest is cached
+        raise unauthorized("Invalid token: Signature has expired")
     return subject
 
 
