@@ -97,7 +97,6 @@ def configured(engine, monkeypatch):
     for name, value in known.items():
         monkeypatch.setattr(main.settings, name, value)
     monkeypatch.setattr(main, "key_set", main.KeySet())  # no keys from another test's JWKS
-    main.cached_claims.cache_clear()
     SQLModel.metadata.create_all(engine)
     yield
     with Session(engine) as session:
@@ -234,6 +233,18 @@ def test_list_pages_with_limit_and_offset(alice, prefix):
     for n in range(5):
         alice.create(f"task {n}")
     assert alice.titles(prefix, limit=2, offset=1) == ["task 3", "task 2"]
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_list_sorts_by_title_a_to_z_then_newest_first(alice, prefix):
+    for title in ["banana", "Apple", "cherry", "apple"]:
+        alice.create(title)
+    assert alice.titles(prefix, sort="title") == ["apple", "Apple", "banana", "cherry"]
+    assert alice.titles(prefix, sort="created") == ["apple", "cherry", "Apple", "banana"]
+    assert alice.titles(prefix, sort="title", status="pending", limit=2, offset=1) == [
+        "Apple",
+        "banana",
+    ]
 
 
 def test_list_orders_same_instant_by_id(alice, engine):
@@ -601,21 +612,6 @@ def test_bad_hs256_tokens_are_401_saying_why(client, token, reason):
     assert r.headers["WWW-Authenticate"] == "Bearer"
 
 
-@pytest.mark.parametrize("kind", ["HS256", "JWKS"])
-def test_a_token_seen_before_still_expires(client, clock, request, kind):
-    soon = datetime.now(UTC) + timedelta(minutes=1)
-    if kind == "JWKS":
-        jwks = request.getfixturevalue("jwks")
-        token = jwks.token(jwks.add_key(), exp=soon)
-    else:
-        token = make_token(exp=soon)
-    assert get_tasks(client, token).status_code == 200
-    clock.offset = 120
-    r = get_tasks(client, token)
-    assert r.status_code == 401, r.text
-    assert "Signature has expired" in r.json()["detail"]
-
-
 def test_any_user_id_a_token_may_carry_can_write(client):
     for user_id in ["x" * 255, "üñí©ødé 🙂", "user@example.com", "'; DROP TABLE tasks; --"]:
         r = User(client, user_id).post("/api/tasks", json={"title": "mine"})
@@ -806,20 +802,17 @@ def jwks_token_with_kid(jwks, signing_kid, claimed_kid):
     )
 
 
-def test_an_unknown_kid_is_503_until_a_fresh_key_set_lacks_it_and_cannot_flood_the_auth_server(
-    client, jwks, clock
-):
+def test_an_unknown_kid_after_a_fetch_is_401_and_cannot_flood_the_auth_server(client, jwks, clock):
     kid = jwks.add_key()
     assert get_tasks(client, jwks.token(kid)).status_code == 200
-    for n in range(20):  # a key rotated in moments ago, or made up: not known yet
+    for n in range(20):  # made up, or from another auth server: the set just fetched decides
         r = get_tasks(client, jwks_token_with_kid(jwks, kid, f"random-{n}"))
-        assert r.status_code == 503, r.text
-        assert 1 <= int(r.headers["Retry-After"]) <= 11
+        assert r.status_code == 401, r.text
+        assert r.json()["detail"] == f"Invalid token: The auth server has no key 'random-{n}'"
     assert jwks.requests == 1  # all within the 10 s after the first fetch
     clock.offset = 11
     r = get_tasks(client, jwks_token_with_kid(jwks, kid, "still-unknown"))
     assert r.status_code == 401, r.text
-    assert r.json()["detail"] == "Invalid token: The auth server has no key 'still-unknown'"
     assert jwks.requests == 2
 
 
@@ -872,11 +865,7 @@ def test_a_withdrawn_key_stops_working_as_soon_as_a_key_set_without_it_is_seen(c
     del jwks.private_keys[leaked]  # withdrawn by Better Auth, and a new key made
     replacement = jwks.add_key()
     clock.offset = 11
-    assert (
-        get_tasks(client, jwks.token(replacement)).status_code == 200
-    )  # the API fetched the new set
-    assert get_tasks(client, forged).status_code == 503  # refused at once; retry: maybe a new key?
-    clock.offset = 22  # no: the next fresh key set lacks it too
+    assert get_tasks(client, jwks.token(replacement)).status_code == 200  # a fetch without it
     r = get_tasks(client, forged)
     assert r.status_code == 401, r.text
     assert "has no key" in r.json()["detail"]
@@ -891,7 +880,7 @@ def test_an_unreachable_jwks_is_a_clear_error_never_acceptance(client, jwks):
     r = get_tasks(client, token)
     assert r.status_code == 503, r.text
     assert "keys are unavailable" in r.json()["detail"]
-    assert r.headers["Retry-After"] == "11"
+    assert 1 <= int(r.headers["Retry-After"]) <= 11  # when the next fetch is allowed
     assert time.monotonic() - started < 6
 
 
@@ -936,9 +925,6 @@ def without_kids(jwks) -> bytes:
         pytest.param(without_kids, id="keys-without-kid"),
         pytest.param(lambda jwks: b"<html>Sign in</html>", id="html"),
         pytest.param(lambda jwks: b"[" * 100_000, id="deep-json"),
-        pytest.param(
-            lambda jwks: json.dumps({"keys": jwks.public_jwks() * 2000}).encode(), id="huge"
-        ),
     ],
 )
 def test_a_jwks_answer_without_usable_keys_is_503_and_one_warning_until_fixed(
@@ -961,7 +947,7 @@ def test_a_jwks_answer_without_usable_keys_is_503_and_one_warning_until_fixed(
 @pytest.mark.parametrize(
     "odd_key",
     [
-        pytest.param({"kty": "RSA", "n": "AQAB", "e": "AQAB", "alg": ["RS256"]}, id="list-alg"),
+        pytest.param({"kty": "RSA", "n": "AQAB", "e": "AQAB", "alg": "RS256"}, id="bad-rsa"),
         pytest.param({"kty": ["OKP"], "crv": "Ed25519", "x": 5}, id="odd-fields"),
         pytest.param("not a key", id="a-string"),
         pytest.param("private", id="a-private-key"),
@@ -1006,35 +992,22 @@ def test_a_bad_answer_never_replaces_good_keys(client, jwks, clock):
     assert get_tasks(client, jwks.token(kid)).status_code == 200
 
 
-@pytest.mark.parametrize(
-    "claims",
-    [
-        pytest.param({"exp": expired()}, id="expired"),
-        pytest.param({"exp": None}, id="no-exp"),
-        pytest.param({"user_id": None}, id="no-sub"),
-        pytest.param({"user_id": ""}, id="empty-sub"),
-        pytest.param({"aud": "https://another-app.example"}, id="wrong-aud"),
-        pytest.param({"iss": None}, id="no-iss"),
-        pytest.param({"nbf": int(time.time()) + 3600}, id="not-yet-valid"),
-        pytest.param({"jti": 42}, id="jti-not-a-string"),
-    ],
-)
-def test_a_token_refused_whatever_its_signature_is_401_even_while_the_keys_are_unavailable(
-    client, jwks, claims
-):
-    kid = jwks.add_key()
-    jwks.failing = True
-    r = get_tasks(client, jwks.token(kid, **claims))
-    assert r.status_code == 401, r.text
-    assert jwks.requests == 0
-
-
 def timed(request, *args) -> tuple[int, float]:
     started = time.monotonic()
     return request(*args).status_code, time.monotonic() - started
 
 
-def test_a_stalled_key_fetch_holds_up_only_the_request_that_waits_for_it(
+def test_requests_that_need_the_first_key_fetch_wait_for_it(client, jwks):
+    """A page firing several calls at a cold worker (after a deploy or restart)."""
+    kid = jwks.add_key()
+    jwks.delay = 0.5  # each request below arrives while the fetch is under way
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda _: get_tasks(client, jwks.token(kid)), range(10)))
+    assert [r.status_code for r in answers] == [200] * 10, [r.text for r in answers][:3]
+    assert jwks.requests == 1
+
+
+def test_a_stalled_key_fetch_holds_up_only_the_requests_that_need_it_and_only_5_s(
     client, jwks, clock, caplog
 ):
     cached = jwks.add_key()
@@ -1043,18 +1016,16 @@ def test_a_stalled_key_fetch_holds_up_only_the_request_that_waits_for_it(
     jwks.trickle = 3  # a byte every 3 s: each read is quick, the whole answer never comes
     clock.offset = 11
     with ThreadPoolExecutor(16) as pool:
-        stalled = pool.submit(timed, get_tasks, client, jwks.token(rotated))
+        waiting = [pool.submit(timed, get_tasks, client, jwks.token(rotated)) for _ in range(10)]
         time.sleep(0.5)  # the fetch has begun
-        others = [pool.submit(timed, get_tasks, client, jwks.token(rotated)) for _ in range(9)]
         cached_users = [pool.submit(timed, get_tasks, client, jwks.token(cached)) for _ in range(3)]
         health = pool.submit(timed, client.get, "/health")
-        assert [future.result()[0] for future in others] == [503] * 9
         assert [future.result()[0] for future in cached_users] == [200] * 3
         assert health.result()[0] == 200
-        assert max(future.result()[1] for future in [*others, *cached_users, health]) < 1
-        status, seconds = stalled.result()
-    assert status == 503
-    assert 4.5 < seconds < 6  # the whole answer's deadline, not a read's
+        assert max(future.result()[1] for future in [*cached_users, health]) < 1
+        answers = [future.result() for future in waiting]
+    assert [status for status, _ in answers] == [503] * 10
+    assert all(4.5 < seconds < 6 for _, seconds in answers)  # the whole answer's deadline
     assert jwks.requests == 2
     assert fetch_warnings(caplog) == [
         f"Cannot fetch the token keys from {jwks.url}/api/auth/jwks: no whole answer within 5 s"
@@ -1145,13 +1116,19 @@ def test_complete_rejects_a_bad_body_with_422(alice, body):
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
 @pytest.mark.parametrize("body", [b"\xff\xfe", b"title=x", "caf\u00e9".encode()])
-def test_a_body_that_is_not_json_is_4xx_never_500(alice, content_type, body):
+def test_a_body_that_is_not_json_is_422_never_500(alice, content_type, body):
     task = alice.create()
     for method, path in [("POST", "/api/tasks"), ("PUT", f"/api/tasks/{task['id']}")]:
         r = alice.request(method, path, content=body, headers={"Content-Type": content_type})
-        assert 400 <= r.status_code < 500, (method, r.text)
+        assert r.status_code == 422, (method, r.text)
         assert r.json()["detail"]
     assert alice.get(f"/api/tasks/{task['id']}").json() == task
+
+
+def test_a_json_body_that_is_not_utf_8_is_400(alice):
+    r = alice.post("/api/tasks", content=b"\x80", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json() == {"detail": "There was an error parsing the body"}
 
 
 @pytest.mark.parametrize(
@@ -1167,6 +1144,7 @@ def test_text_no_database_can_store_and_broken_json_are_422(alice, raw):
     "params",
     [
         {"status": "done"},
+        {"sort": "newest"},
         {"limit": 0},
         {"limit": 1001},
         {"limit": "ten"},
@@ -1191,14 +1169,11 @@ def test_task_ids_that_cannot_exist_are_422(alice, task_id, method, route):
 
 
 @pytest.mark.parametrize("chunked", [False, True])
-def test_a_body_over_64_kib_is_413_that_a_browser_can_read(alice, chunked):
+def test_a_body_over_64_kib_is_413_and_nothing_is_stored(alice, chunked):
     body = json.dumps({"title": "x", "description": "y" * 65536}).encode()
     content = iter([body[:1000], body[1000:]]) if chunked else body
-    headers = {"Content-Type": "application/json", "Origin": "http://localhost:3000"}
-    r = alice.post("/api/tasks", content=content, headers=headers)
+    r = alice.post("/api/tasks", content=content, headers={"Content-Type": "application/json"})
     assert r.status_code == 413, r.text
-    assert r.json() == {"detail": "Request body is larger than 65536 bytes"}
-    assert r.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
     assert alice.titles() == []
 
 
@@ -1275,8 +1250,8 @@ def test_openapi_documents_auth_errors_and_readable_operation_ids(client):
         assert {"401", "503"} <= operation["responses"].keys(), (path, method)
         if "{task_id}" in path:
             assert {"403", "404", "422"} <= operation["responses"].keys(), (path, method)
-        if method in ("post", "put", "patch"):
-            assert "413" in operation["responses"], (path, method)
+        if method in ("post", "put", "patch"):  # 400: a JSON body that is not even UTF-8
+            assert {"400", "413"} <= operation["responses"].keys(), (path, method)
         assert operation["summary"] and operation["description"], (path, method)
 
 
@@ -1363,9 +1338,8 @@ def test_neon_urls_run_with_psycopg_and_keep_their_parameters(scheme):
 def test_local_secret_serves_sqlite_only(client, monkeypatch, tmp_path):
     monkeypatch.setattr(main, "HERE", tmp_path)
     monkeypatch.setattr(main.settings, "better_auth_secret", None)
-    main.local_secret.cache_clear()
-    token = main.create_token("alice")
-    main.local_secret.cache_clear()
+    main.hs256_secret()  # made on first use
+    token = make_token(key=(tmp_path / ".dev-secret").read_text())
     assert get_tasks(client, token).status_code == 200
     if os.name == "posix":
         assert (tmp_path / ".dev-secret").stat().st_mode & 0o077 == 0
@@ -1415,10 +1389,10 @@ def test_a_deployment_that_cannot_verify_tokens_refuses_to_start(fresh_checkout,
     else:
         env = env | variables
     r = start(fresh_checkout, env)
-    assert r.returncode != 0
+    assert r.returncode == 3  # uvicorn's startup failure: no worker is restarted
     assert r.stderr.strip().splitlines() == [
-        "Refusing to start: DATABASE_URL is a deployment database but neither BETTER_AUTH_SECRET"
-        " nor BETTER_AUTH_URL is set, so no token could be verified"
+        "CRITICAL: Refusing to start: DATABASE_URL is a deployment database but neither"
+        " BETTER_AUTH_SECRET nor BETTER_AUTH_URL is set, so no token could be verified"
     ]
 
 
@@ -1436,19 +1410,24 @@ def test_a_deployment_that_cannot_verify_tokens_refuses_to_start(fresh_checkout,
             id="no-scheme",
         ),
         pytest.param(
+            {"DATABASE_URL": "sqlite://"},
+            "DATABASE_URL is SQLite in memory, which each thread sees empty: name a file",
+            id="sqlite-in-memory",
+        ),
+        pytest.param(
             {"CORS_ORIGINS": "http://localhost:3000,localhost:3001"},
-            "CORS_ORIGINS has 'localhost:3001', not an origin: write scheme://host[:port]",
+            "CORS_ORIGINS is 'http://localhost:3000,localhost:3001':"
+            " write each as scheme://host:port",
             id="not-an-origin",
         ),
         pytest.param(
             {"BETTER_AUTH_URL": "localhost:3000"},
-            "BETTER_AUTH_URL is 'localhost:3000', not a URL: "
-            "write it whole (http://localhost:3000)",
+            "BETTER_AUTH_URL or BETTER_AUTH_JWKS_URL is not a URL: start it with http://",
             id="auth-url-without-scheme",
         ),
         pytest.param(
             {"BETTER_AUTH_SECRET": main.PLACEHOLDER_SECRET},
-            "BETTER_AUTH_SECRET is the placeholder from .env.example: use the frontend's secret",
+            "BETTER_AUTH_SECRET is .env.example's placeholder: use the frontend's secret",
             id="placeholder-secret",
         ),
     ],
@@ -1457,8 +1436,20 @@ def test_a_configuration_mistake_ends_startup_with_one_line_saying_what_to_do(
     fresh_checkout, variables, says
 ):
     r = start(fresh_checkout, fresh_checkout.env | {"BETTER_AUTH_SECRET": SECRET} | variables)
-    assert r.returncode != 0
-    assert r.stderr.strip().splitlines() == [f"Refusing to start: {says}"]
+    assert r.returncode == 3
+    assert r.stderr.strip().splitlines() == [f"CRITICAL: Refusing to start: {says}"]
+
+
+def test_a_refusal_stops_every_worker(fresh_checkout):
+    env = fresh_checkout.env | {"CORS_ORIGINS": "localhost:3000"}
+    r = start(fresh_checkout, env, "--workers", "2")  # within its 60 s, else TimeoutExpired
+    refusals = [line for line in r.stderr.splitlines() if "Refusing" in line]
+    assert set(refusals) == {
+        "CRITICAL: Refusing to start: CORS_ORIGINS is 'localhost:3000':"
+        " write each as scheme://host:port"
+    }
+    assert len(refusals) <= 2  # once per worker: none was restarted
+    assert "Traceback" not in r.stderr
 
 
 def test_a_dot_env_saved_by_notepad_is_read(fresh_checkout):
@@ -1476,9 +1467,9 @@ def test_a_dot_env_written_by_windows_powershell_refuses_to_start_in_one_line(fr
         f"BETTER_AUTH_SECRET={SECRET}\n", encoding="utf-16"
     )  # `echo … > .env`
     r = start(fresh_checkout, fresh_checkout.env)
-    assert r.returncode != 0
+    assert r.returncode == 3
     assert r.stderr.strip().splitlines() == [
-        "Refusing to start: .env is not UTF-8 (Windows PowerShell's > writes UTF-16): "
+        "CRITICAL: Refusing to start: .env is not UTF-8 (Windows PowerShell's > writes UTF-16): "
         "save it as UTF-8"
     ]
 
@@ -1517,7 +1508,7 @@ def test_a_database_that_cannot_be_reached_ends_startup_with_one_line(fresh_chec
         fresh_checkout,
         fresh_checkout.env | {"DATABASE_URL": database_url, "BETTER_AUTH_SECRET": SECRET},
     )
-    assert r.returncode != 0
+    assert r.returncode == 3
     assert "Traceback" not in r.stderr
     [line] = [line for line in r.stderr.splitlines() if "DATABASE_URL" in line]
     assert line.startswith("CRITICAL: Refusing to start: DATABASE_URL (")
@@ -1564,6 +1555,7 @@ def test_quickstart_serves_on_sqlite_with_a_local_token(fresh_checkout):
         assert r.status_code == 201, r.text
         assert (fresh_checkout.path / "todo.db").exists()
     assert "sqlite:///" in log.text
+    assert "(tasks kept in a local file; a deployment sets DATABASE_URL)" in log.text
     assert "HS256 (local secret" in log.text
     assert "Allowing browser origins: http://localhost:3000" in log.text
     assert (fresh_checkout.path / ".dev-secret").read_text() not in log.text
