@@ -8,11 +8,11 @@
                                         # then every write checked
 
 Runs main.py, "naive" (the SQLModel tutorial's way: a transaction per request, get-modify-commit-
-refresh, no auth) and "raw" (a sync FastAPI route, a psycopg_pool connection, one SELECT, a dict; no
-auth) under uvicorn, in a database of its own on the server named by --database-url. Round trips
-are counted at the wire by a TCP proxy it runs in a child process: one is each burst the client
-sends after the server has answered. The proxy also adds --rtt-ms to each, as Neon would.
-Throughput and the scale checks go straight to the database.
+refresh, its token decoded with PyJWT) and "raw" (a sync FastAPI route, a psycopg_pool connection,
+one SELECT, a dict; no auth) under uvicorn, in a database of its own on the server named by
+--database-url. Round trips are counted at the wire by a TCP proxy it runs in a child process: one
+is each burst the client sends after the server has answered. The proxy also adds --rtt-ms to
+each, as Neon would. Throughput and the scale checks go straight to the database.
 """
 
 import argparse
@@ -40,6 +40,7 @@ from typing import Annotated
 import jwt
 import psycopg
 from fastapi import Depends, FastAPI, HTTPException
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel, create_engine, select
@@ -59,7 +60,20 @@ def naive_session() -> Iterator[Session]:
         yield session
 
 
+def naive_user(
+    credentials: Annotated[HTTPAuthorizationCredentials, Depends(HTTPBearer())],
+) -> str:
+    try:
+        claims = jwt.decode(
+            credentials.credentials, settings.better_auth_secret, algorithms=["HS256"]
+        )
+    except jwt.PyJWTError as error:
+        raise HTTPException(401, str(error)) from error
+    return claims["sub"]
+
+
 NaiveSession = Annotated[Session, Depends(naive_session)]
+NaiveUser = Annotated[str, Depends(naive_user)]
 naive = FastAPI()
 
 
@@ -70,16 +84,16 @@ def naive_owned(session: Session, user_id: str, task_id: int) -> Task:
     return task
 
 
-@naive.get("/{user_id}/tasks")
-def naive_list(user_id: str, session: NaiveSession, limit: int = 20) -> list[TaskPublic]:
+@naive.get("/api/tasks")
+def naive_list(user_id: NaiveUser, session: NaiveSession, limit: int = 20) -> list[TaskPublic]:
     query = (
         select(Task).where(Task.user_id == user_id).order_by(Task.created_at.desc(), Task.id.desc())
     )
     return session.exec(query.limit(limit)).all()
 
 
-@naive.post("/{user_id}/tasks", status_code=201)
-def naive_create(user_id: str, task_in: TaskCreate, session: NaiveSession) -> TaskPublic:
+@naive.post("/api/tasks", status_code=201)
+def naive_create(user_id: NaiveUser, task_in: TaskCreate, session: NaiveSession) -> TaskPublic:
     now = datetime.now(UTC)
     task = Task.model_validate(
         task_in, update={"user_id": user_id, "created_at": now, "updated_at": now}
@@ -90,14 +104,14 @@ def naive_create(user_id: str, task_in: TaskCreate, session: NaiveSession) -> Ta
     return task
 
 
-@naive.get("/{user_id}/tasks/{task_id}")
-def naive_get(user_id: str, task_id: int, session: NaiveSession) -> TaskPublic:
+@naive.get("/api/tasks/{task_id}")
+def naive_get(user_id: NaiveUser, task_id: int, session: NaiveSession) -> TaskPublic:
     return naive_owned(session, user_id, task_id)
 
 
-@naive.put("/{user_id}/tasks/{task_id}")
+@naive.put("/api/tasks/{task_id}")
 def naive_update(
-    user_id: str, task_id: int, task_in: TaskUpdate, session: NaiveSession
+    user_id: NaiveUser, task_id: int, task_in: TaskUpdate, session: NaiveSession
 ) -> TaskPublic:
     task = naive_owned(session, user_id, task_id)
     task.sqlmodel_update(task_in.model_dump(exclude_unset=True) | {"updated_at": datetime.now(UTC)})
@@ -107,14 +121,14 @@ def naive_update(
     return task
 
 
-@naive.delete("/{user_id}/tasks/{task_id}", status_code=204)
-def naive_delete(user_id: str, task_id: int, session: NaiveSession) -> None:
+@naive.delete("/api/tasks/{task_id}", status_code=204)
+def naive_delete(user_id: NaiveUser, task_id: int, session: NaiveSession) -> None:
     session.delete(naive_owned(session, user_id, task_id))
     session.commit()
 
 
-@naive.patch("/{user_id}/tasks/{task_id}/complete")
-def naive_toggle(user_id: str, task_id: int, session: NaiveSession) -> TaskPublic:
+@naive.patch("/api/tasks/{task_id}/complete")
+def naive_toggle(user_id: NaiveUser, task_id: int, session: NaiveSession) -> TaskPublic:
     task = naive_owned(session, user_id, task_id)
     task.completed = not task.completed
     task.updated_at = datetime.now(UTC)
@@ -527,7 +541,7 @@ def compare_through(args, database: str, server_url, secret: str, target: tuple[
         f"{'operation':10} {'app':>6} {'round trips':>12} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}"
     )
     rows: dict[str, list[str]] = {}
-    apps = [("main:app", "/api/tasks"), ("bench.__main__:naive", "/bench/tasks")]
+    apps = [("main:app", "/api/tasks"), ("bench.__main__:naive", "/api/tasks")]
     for app, prefix in (
         apps[:1] if args.pgbouncer else apps
     ):  # naive's prepared statements break there
@@ -549,7 +563,7 @@ def compare_through(args, database: str, server_url, secret: str, target: tuple[
 
 
 def throughput(args, database: str, secret: str) -> None:
-    """GET one task straight to PostgreSQL: ours (with a token) against naive and raw (no auth),
+    """GET one task straight to PostgreSQL: ours and naive (with a token) against raw (no auth),
     alternating."""
     ids = seed(database, "bench", 1000)
     clients = args.clients * 2
@@ -559,18 +573,18 @@ def throughput(args, database: str, secret: str) -> None:
     )
     apps = {
         "ours (with a token)": "main:app",
-        "naive (no auth)": "bench.__main__:naive",
+        "naive (with a token)": "bench.__main__:naive",
         "raw (no auth)": "bench.__main__:raw",
     }
     rates: dict[str, list[float]] = {label: [] for label in apps}
     with (
         server(apps["ours (with a token)"], database, secret) as ours,
-        server(apps["naive (no auth)"], database, secret) as naive,
+        server(apps["naive (with a token)"], database, secret) as naive,
         server(apps["raw (no auth)"], database, secret) as raw_port,
     ):
         ports = {
             "ours (with a token)": (ours, "/api/tasks"),
-            "naive (no auth)": (naive, "/bench/tasks"),
+            "naive (with a token)": (naive, "/api/tasks"),
         }
         ports["raw (no auth)"] = (raw_port, "/bench/tasks")
         for _ in range(args.rounds):
@@ -585,7 +599,7 @@ def throughput(args, database: str, secret: str) -> None:
         rounds = ", ".join(f"{value:.0f}" for value in values)
         print(f"  {label:20} median {medians[label]:6.0f} req/s   rounds: {rounds}")
     ours = medians["ours (with a token)"]
-    over_raw, over_naive = ours / medians["raw (no auth)"], ours / medians["naive (no auth)"]
+    over_raw, over_naive = ours / medians["raw (no auth)"], ours / medians["naive (with a token)"]
     print(f"  ours ÷ raw {over_raw:.2f}, ours ÷ naive {over_naive:.2f}")
 
 
