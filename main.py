@@ -144,7 +144,7 @@ async def get_current_user(
         raise unauthorized("Not authenticated: send 'Authorization: Bearer <token>'")
     # async: checking a token takes microseconds, and fetching keys awaits without a thread.
     request.state.user = await verified_user(credentials.credentials)
-    return request.state.user  # on request.state too, for the middleware or logging you add
+    return request.state.user  # also on request.state for middleware or logs you add; unread here
 
 
 CurrentUser = Annotated[str, Depends(get_current_user)]
