@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal, NoReturn
+from urllib.parse import quote
 
 import httpx2
 import jwt
@@ -127,7 +128,7 @@ class ErrorMessage(SQLModel):
 
 
 async def get_session() -> AsyncIterator[Session]:
-    # async, yet it never blocks: the connection is checked out in the endpoint's thread.
+    # async: no thread of its own. The connection is taken by the endpoint's first query.
     with Session(engine) as session:
         yield session
 
@@ -144,7 +145,7 @@ async def get_current_user(
         raise unauthorized("Not authenticated: send 'Authorization: Bearer <token>'")
     # async: checking a token takes microseconds, and fetching keys awaits without a thread.
     request.state.user = await verified_user(credentials.credentials)
-    return request.state.user  # also on request.state for middleware or logs you add; unread here
+    return request.state.user  # on request.state for middleware or logs you add: none here reads it
 
 
 CurrentUser = Annotated[str, Depends(get_current_user)]
@@ -167,7 +168,7 @@ def write_owned_task(session: Session, task_id: int, owner: str, change: Update 
     """Run an UPDATE or DELETE on the owner's task in one round trip; 404 or 403 if not theirs."""
     owned = change.where(Task.id == task_id, Task.user_id == owner).returning(Task)
     task = session.exec(owned).scalar_one_or_none()
-    return task or get_owned_task(session, task_id, owner)  # matched nothing: raises 404 or 403
+    return task or get_owned_task(session, task_id, owner)  # None: find out why, 404 or 403
 
 
 def error_responses(*codes: int) -> dict[int | str, dict]:
@@ -219,7 +220,7 @@ def create_task(
         with suppress(exc.IntegrityError):  # a concurrent first write may have just added it
             session.exec(insert(User).values(id=current_user, created_at=now))
         task = session.exec(new_task).scalar_one()
-    response.headers["Location"] = f"{request.url.path}/{task.id}"
+    response.headers["Location"] = quote(f"{request.url.path}/{task.id}")  # a user id may be "日本"
     return task
 
 
@@ -298,7 +299,7 @@ class Settings(BaseSettings):
 
 
 def refuse_to_start(reason: str) -> NoReturn:
-    # Status 3 stops uvicorn's workers for good; an exception would add a traceback to the line.
+    # Status 3 is uvicorn's "startup failed": workers stop, not restart. os._exit: no traceback.
     logger.critical("Refusing to start: %s", reason)
     os._exit(3)
 

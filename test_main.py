@@ -611,11 +611,14 @@ def test_bad_hs256_tokens_are_401_saying_why(client, token, reason):
     assert r.headers["WWW-Authenticate"] == "Bearer"
 
 
-def test_any_user_id_a_token_may_carry_can_write(client):
-    for user_id in ["x" * 255, "üñí©ødé 🙂", "user@example.com", "'; DROP TABLE tasks; --"]:
-        r = User(client, user_id).post("/api/tasks", json={"title": "mine"})
+@pytest.mark.parametrize("prefix", ["/api/tasks", "/api/{}/tasks"])
+def test_any_user_id_a_token_may_carry_can_write(client, prefix):
+    for user_id in ["x" * 255, "üñí©ødé 🙂", "日本", "user@example.com", "'; DROP TABLE tasks; --"]:
+        user = User(client, user_id)
+        r = user.post(prefix.format(user_id), json={"title": "mine"})
         assert r.status_code == 201, r.text
         assert r.json()["user_id"] == user_id
+        assert user.get(r.headers["Location"]).json() == r.json()
 
 
 def test_a_little_clock_skew_is_tolerated(client):
